@@ -1,0 +1,192 @@
+"""Configuration dataclasses, validated when they are made.
+
+`ModelConfig` fixes the architecture (everything a checkpoint depends on); `TrainConfig` the
+data stream and optimisation. Both are frozen and serialise to the JSON file `config.json`
+that `train.py` writes into its model directory, so that later programs (export, evaluation)
+rebuild the same model without repeating flags.
+"""
+
+import dataclasses
+import json
+import os
+import tempfile
+
+MODELS = ("mvae", "vae")
+AGGREGATIONS = ("max", "sum")
+VAE_LATENT_DIM = 60
+CONFIG_FILE = "config.json"
+IMAGE_SIZE = 64
+
+
+def check_int(name, value, minimum):
+  if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+    raise ValueError(
+        f"Invalid value received for argument `{name}`. Expected an integer >= {minimum}. "
+        f"Received: {name}={value!r}")
+
+
+def validate_data_args(num_sprites, batch_size, seed, presence_prob):
+  """Raises ValueError naming the first bad argument of `make_dataset`."""
+  check_int("num_sprites", num_sprites, 1)
+  check_int("batch_size", batch_size, 1)
+  check_int("seed", seed, 0)
+  if (isinstance(presence_prob, bool) or not isinstance(presence_prob, (int, float))
+      or not 0.0 <= presence_prob <= 1.0):
+    raise ValueError(
+        "Invalid value received for argument `presence_prob`. Expected a float between 0 "
+        f"and 1. Received: presence_prob={presence_prob!r}")
+
+
+class ConfigError(ValueError):
+  """A configuration that cannot work; the message names the setting and what it accepts."""
+
+
+def _require(condition, message):
+  if not condition:
+    raise ConfigError(message)
+
+
+def _is_int(value):
+  return isinstance(value, int) and not isinstance(value, bool)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """The architecture of an MVAE (paper section 2, appendix A) or of the baseline VAE.
+
+  Attributes:
+    model: "mvae", or "vae" for the standard VAE baseline of appendix A.
+    num_objects: N, the number of candidate posteriors kept by KL (1 for the VAE).
+    latent_dim: D, the size of each object's latent (the VAE's whole latent: 60).
+    aggregation: the symmetric pooling over objects, "max" (the paper's) or "sum".
+    num_pooling: how many of the encoder's four conv layers are followed by 2x2 max-pooling;
+      the candidate grid is (64 / 2**num_pooling) squared.
+  """
+  model: str = "mvae"
+  num_objects: int = 5
+  latent_dim: int = 12
+  aggregation: str = "max"
+  num_pooling: int = 3
+
+  def __post_init__(self):
+    _require(self.model in MODELS,
+             f"--model must be one of {', '.join(MODELS)}; received {self.model!r}")
+    _require(self.aggregation in AGGREGATIONS,
+             f"--aggregation must be one of {', '.join(AGGREGATIONS)}; "
+             f"received {self.aggregation!r}")
+    _require(_is_int(self.num_pooling) and 1 <= self.num_pooling <= 4,
+             f"--num_pooling must be an integer from 1 to 4; received {self.num_pooling!r}")
+    _require(_is_int(self.latent_dim) and self.latent_dim >= 1,
+             f"--latent_dim must be an integer >= 1; received {self.latent_dim!r}")
+    _require(_is_int(self.num_objects) and self.num_objects >= 1,
+             f"--num_objects must be an integer >= 1; received {self.num_objects!r}")
+    if self.model == "vae":
+      _require(self.num_objects == 1,
+               f"--num_objects must be 1 for --model=vae; received {self.num_objects}")
+    _require(self.num_objects <= self.num_candidates,
+             f"--num_objects must be at most the number of candidates, {self.grid_size}x"
+             f"{self.grid_size}={self.num_candidates} for --num_pooling={self.num_pooling}; "
+             f"received {self.num_objects}")
+
+  @property
+  def grid_size(self):
+    """H = W of the candidate grid."""
+    return IMAGE_SIZE // 2**self.num_pooling
+
+  @property
+  def num_candidates(self):
+    return self.grid_size**2
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  """Data stream and optimisation (appendix A, "Training").
+
+  Attributes:
+    num_sprites: sprite slots per scene.
+    presence_prob: probability that each slot is filled.
+    batch_size: the global batch, split evenly across replicas.
+    train_steps: total optimiser steps; the learning rate anneals over them.
+    learning_rate, final_learning_rate: the schedule's ends (log-linear in between).
+    seed: seeds the data stream, the reparameterisation noise and the initial weights.
+  """
+  num_sprites: int = 8
+  presence_prob: float = 0.5
+  batch_size: int = 64
+  train_steps: int = 3_000_000
+  learning_rate: float = 1e-3
+  final_learning_rate: float = 1e-5
+  seed: int = 0
+
+  def __post_init__(self):
+    try:
+      validate_data_args(self.num_sprites, self.batch_size, self.seed,
+                              self.presence_prob)
+    except ValueError as e:
+      raise ConfigError(str(e).replace("argument `", "--").replace("`.", ":")) from None
+    _require(_is_int(self.train_steps) and self.train_steps >= 1,
+             f"--train_steps must be an integer >= 1; received {self.train_steps!r}")
+    for name in ("learning_rate", "final_learning_rate"):
+      value = getattr(self, name)
+      _require(isinstance(value, (int, float)) and value > 0,
+               f"--{name} must be a number > 0; received {value!r}")
+
+
+# Settings that may change when a run resumes: they do not change what was learnt so far.
+RESUMABLE_KEYS = frozenset({"train.train_steps"})
+
+
+def to_dict(model_config, train_config):
+  return {"model": dataclasses.asdict(model_config), "train": dataclasses.asdict(train_config)}
+
+
+def from_dict(config):
+  """Inverse of `to_dict`; raises ConfigError on a malformed dict."""
+  try:
+    return ModelConfig(**config["model"]), TrainConfig(**config["train"])
+  except (KeyError, TypeError) as e:
+    raise ConfigError(f"malformed run configuration: {e}") from None
+
+
+def _flatten(config):
+  return {f"{section}.{key}": value
+          for section, values in config.items() for key, value in values.items()}
+
+
+def config_differences(saved, requested):
+  """Names the settings (`section.key: saved -> requested`) that may not change on resume."""
+  saved, requested = _flatten(saved), _flatten(requested)
+  return [f"{key}: {saved.get(key)!r} -> {requested.get(key)!r}"
+          for key in sorted(set(saved) | set(requested))
+          if key not in RESUMABLE_KEYS and saved.get(key) != requested.get(key)]
+
+
+def config_path(model_dir):
+  return os.path.join(model_dir, CONFIG_FILE)
+
+
+def read_run_config(model_dir):
+  """Reads `config.json` from a model directory as (ModelConfig, TrainConfig)."""
+  path = config_path(model_dir)
+  if not os.path.isfile(path):
+    raise ConfigError(f"no run configuration {path}: is {model_dir!r} a train.py model_dir?")
+  try:
+    with open(path) as f:
+      return from_dict(json.load(f))
+  except json.JSONDecodeError as e:
+    raise ConfigError(f"unreadable run configuration {path}: {e}") from None
+
+
+def write_json_atomic(path, obj):
+  """Writes JSON to a temporary file beside `path`, then renames it into place."""
+  directory = os.path.dirname(os.path.abspath(path))
+  fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
+  try:
+    with os.fdopen(fd, "w") as f:
+      json.dump(obj, f, indent=2, sort_keys=True)
+      f.write("\n")
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise

@@ -1,0 +1,81 @@
+"""Unsupervised object counting from KL maps (paper section 4.3).
+
+The predicted count of a scene is the number of cells of its KL map above a threshold t.
+The paper searches t on 6,400 training scenes and reports the accuracy of the best t on
+12,800 new scenes (74.4% and 72.6%).
+
+The search here is exact. Sort a scene's cells in descending KL, v_1 >= v_2 >= ... >= v_HW.
+Its predicted count is c exactly when v_{c+1} <= t < v_c (with v_0 = +inf and
+v_{HW+1} = -inf), so each scene is counted right on one half-open interval of thresholds.
+The best accuracy is the largest number of these intervals that overlap at one point; a
+sweep over the interval ends finds it, and we return the middle of the best region.
+"""
+
+import numpy as np
+
+
+def predicted_counts(kl_maps, threshold):
+  """Cells above `threshold` per scene: [M, H, W] -> int [M]."""
+  kl_maps = np.asarray(kl_maps)
+  return np.sum(kl_maps.reshape(len(kl_maps), -1) > threshold, axis=1)
+
+
+def _correct_intervals(kl_maps, counts):
+  """Per scene, the [low, high) thresholds under which its predicted count is right."""
+  values = -np.sort(-np.asarray(kl_maps, np.float64).reshape(len(kl_maps), -1), axis=1)
+  # `values` has shape [M, H*W], each row descending.
+  num_cells = values.shape[1]
+  padded = np.concatenate([np.full((len(values), 1), np.inf), values,
+                           np.full((len(values), 1), -np.inf)], axis=1)  # [M, H*W + 2]
+  counts = np.asarray(counts, np.int64)
+  if counts.shape != (len(values),):
+    raise ValueError(f"Expected counts of shape [{len(values)}]. Received: {counts.shape}")
+  if np.any(counts < 0):
+    raise ValueError("Expected counts >= 0.")
+  clipped = np.minimum(counts, num_cells)
+  high = padded[np.arange(len(values)), clipped]  # v_c
+  low = padded[np.arange(len(values)), clipped + 1]  # v_{c+1}
+  impossible = counts > num_cells
+  low[impossible], high[impossible] = np.inf, np.inf  # An empty interval.
+  return low, high
+
+
+def search_threshold(kl_maps, counts):
+  """The threshold that maximises count accuracy on (kl_maps, counts).
+
+  Args:
+    kl_maps: [M, H, W] KL values.
+    counts: int [M], the true numbers of objects.
+
+  Returns:
+    (threshold, accuracy): the middle of the best region, and the accuracy there.
+  """
+  low, high = _correct_intervals(kl_maps, counts)
+  starts = np.sort(low[low < np.inf])  # Empty intervals never start.
+  ends = np.sort(high)
+  candidates = np.unique(starts[np.isfinite(starts)])
+  if len(candidates) == 0:
+    candidates = np.array([0.0])
+  # Scenes right at t: intervals begun at or before t, minus those ended at or before t.
+  coverage = (np.searchsorted(starts, candidates, side="right")
+              - np.searchsorted(ends, candidates, side="right"))
+  best = int(np.argmax(coverage))
+  t_low = candidates[best]
+  endpoints = np.concatenate([starts, ends])
+  above = endpoints[endpoints > t_low]
+  t_high = above.min() if len(above) else np.inf
+  threshold = 0.5 * (t_low + t_high) if np.isfinite(t_high) else t_low + 1.0
+  return float(threshold), float(coverage[best]) / len(low)
+
+
+def count_accuracy(kl_maps, counts, threshold):
+  """The fraction of scenes whose predicted count equals the true count."""
+  return float(np.mean(predicted_counts(kl_maps, threshold) == np.asarray(counts)))
+
+
+def confusion_matrix(true_counts, predicted, max_count):
+  """[max_count + 1, max_count + 1] matrix; entry (i, j) counts scenes of i objects
+  predicted as j (predictions above max_count are put in the last column)."""
+  matrix = np.zeros([max_count + 1, max_count + 1], np.int64)
+  np.add.at(matrix, (np.asarray(true_counts), np.minimum(predicted, max_count)), 1)
+  return matrix

@@ -1,0 +1,138 @@
+"""The permutation-invariant decoder f = h . pool . g (paper section 2, appendix A).
+
+* g, the shared object network, maps each object's latent z_n in R^D to a feature map
+  o_n = g(z_n): two dense layers, a reshape to 8x8x16, then two conv layers each after a
+  bilinear 2x upsampling, giving 32x32xC. It is applied to all N objects at once by folding
+  the object axis into the batch: [B, N, D] -> [B*N, D] -> g -> [B, N, 32, 32, C].
+* pool aggregates the objects with a symmetric function, o_pool = max_n o_n (the paper's
+  default) or sum_n o_n, so f is exactly invariant to the order of the objects and accepts
+  any number N >= 1 of them (which sequential decoding, section 4.1, needs).
+* h, the renderer, maps o_pool to 64x64x3 Bernoulli logits with three conv layers and one
+  bilinear 2x upsampling.
+"""
+
+import keras
+import tensorflow as tf
+
+G_DENSE_UNITS = (256, 8 * 8 * 16)
+G_RESHAPE = (8, 8, 16)
+G_FILTERS = (16, 16)
+H_FILTERS = (32, 16)
+
+
+class ObjectNetwork(keras.layers.Layer):
+  """g: one latent to one object feature map, [M, D] -> [M, 32, 32, 16]."""
+
+  def __init__(self, **kwargs):
+    super().__init__(**kwargs)
+    # Sub-layers are attributes, not list items: tf.train.Checkpoint follows attributes
+    # but not the lists Keras 3 wraps.
+    self.dense1 = keras.layers.Dense(G_DENSE_UNITS[0], activation="elu", name="dense1")
+    self.dense2 = keras.layers.Dense(G_DENSE_UNITS[1], activation="elu", name="dense2")
+    self.reshape = keras.layers.Reshape(G_RESHAPE, name="reshape")
+    self.upsample = keras.layers.UpSampling2D(2, interpolation="bilinear", name="upsample")
+    self.conv1 = keras.layers.Conv2D(G_FILTERS[0], 3, padding="same", activation="elu",
+                                     name="conv1")
+    self.conv2 = keras.layers.Conv2D(G_FILTERS[1], 3, padding="same", activation="elu",
+                                     name="conv2")
+
+  @property
+  def dense(self):
+    return [self.dense1, self.dense2]
+
+  @property
+  def convs(self):
+    return [self.conv1, self.conv2]
+
+  def build(self, input_shape):
+    shape = tuple(input_shape)
+    for layer in self.dense:
+      layer.build(shape)
+      shape = layer.compute_output_shape(shape)
+    shape = (shape[0], *G_RESHAPE)
+    for conv in self.convs:
+      shape = (shape[0], 2 * shape[1], 2 * shape[2], shape[3])
+      conv.build(shape)
+      shape = conv.compute_output_shape(shape)
+
+  def call(self, latents):
+    features = latents
+    for layer in self.dense:
+      features = layer(features)
+    features = self.reshape(features)  # [M, 8, 8, 16]
+    for conv in self.convs:
+      features = conv(self.upsample(features))
+    return features  # [M, 32, 32, 16]
+
+
+def aggregate(objects, aggregation):
+  """Symmetric pooling over the object axis: [B, N, ...] -> [B, ...]."""
+  if aggregation == "max":
+    return tf.reduce_max(objects, axis=1)
+  if aggregation == "sum":
+    return tf.reduce_sum(objects, axis=1)
+  raise ValueError("Invalid value received for argument `aggregation`. Expected 'max' or "
+                   f"'sum'. Received: aggregation={aggregation!r}")
+
+
+class Renderer(keras.layers.Layer):
+  """h: pooled features to Bernoulli logits, [B, 32, 32, C] -> [B, 64, 64, 3]."""
+
+  def __init__(self, **kwargs):
+    super().__init__(**kwargs)
+    self.conv1 = keras.layers.Conv2D(H_FILTERS[0], 3, padding="same", activation="elu",
+                                     name="conv1")
+    self.upsample = keras.layers.UpSampling2D(2, interpolation="bilinear", name="upsample")
+    self.conv2 = keras.layers.Conv2D(H_FILTERS[1], 3, padding="same", activation="elu",
+                                     name="conv2")
+    self.logits = keras.layers.Conv2D(3, 3, padding="same", name="conv3")
+
+  def build(self, input_shape):
+    shape = tuple(input_shape)
+    self.conv1.build(shape)
+    shape = self.conv1.compute_output_shape(shape)
+    shape = (shape[0], 2 * shape[1], 2 * shape[2], shape[3])
+    self.conv2.build(shape)
+    self.logits.build(self.conv2.compute_output_shape(shape))
+
+  def call(self, pooled):
+    features = self.conv1(pooled)  # [B, 32, 32, 32]
+    features = self.conv2(self.upsample(features))  # [B, 64, 64, 16]
+    return self.logits(features)  # [B, 64, 64, 3]
+
+
+class Decoder(keras.layers.Layer):
+  """f(z_1..N) = h(pool_n g(z_n)): a set of latents to Bernoulli logits.
+
+  Args:
+    aggregation: "max" or "sum".
+
+  Call arguments:
+    latents: float32 [B, N, D] for any N >= 1.
+
+  Returns:
+    float32 [B, 64, 64, 3] logits.
+  """
+
+  def __init__(self, aggregation="max", **kwargs):
+    super().__init__(**kwargs)
+    aggregate(tf.zeros([1, 1]), aggregation)  # Validates `aggregation` now, not at call.
+    self.aggregation = aggregation
+    self.object_network = ObjectNetwork(name="g")
+    self.renderer = Renderer(name="h")
+
+  def build(self, input_shape):
+    self.object_network.build((None, input_shape[-1]))
+    self.renderer.build((None, 32, 32, G_FILTERS[-1]))
+
+  def call(self, latents):
+    shape = tf.shape(latents)
+    batch, num_objects = shape[0], shape[1]
+    folded = tf.reshape(latents, [batch * num_objects, latents.shape[-1]])  # [B*N, D]
+    objects = self.object_network(folded)  # [B*N, 32, 32, C]
+    objects = tf.reshape(objects, [batch, num_objects, *objects.shape[1:]])
+    # `objects` has shape [B, N, 32, 32, C].
+    return self.renderer(aggregate(objects, self.aggregation))  # [B, 64, 64, 3]
+
+  def get_config(self):
+    return {**super().get_config(), "aggregation": self.aggregation}

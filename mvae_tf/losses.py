@@ -1,0 +1,39 @@
+"""The negative ELBO, per image, in nats (paper section 2, appendix A "Training").
+
+For an image x with N selected objects,
+
+  -ELBO(x) = E_q[-log p(x | z_1..N)] + sum_n KL[q(z_n | x) || p(z_n)]
+           =            nll           +                kl
+
+where p(x | z) is a Bernoulli over every pixel and channel with logits f(z), so the
+distortion `nll` is the sigmoid cross-entropy summed over the 64*64*3 values (estimated with
+one reparameterised sample), and the rate `kl` is the analytic KL summed over the N selected
+objects. Pixel values are intensities in [0, 1], used as Bernoulli means, as is usual for
+dSprites-like data.
+"""
+
+import tensorflow as tf
+
+
+def bernoulli_nll(images, logits):
+  """-log p(x | z) summed over pixels and channels: [B, 64, 64, 3] x 2 -> [B]."""
+  per_value = tf.nn.sigmoid_cross_entropy_with_logits(labels=images, logits=logits)
+  return tf.reduce_sum(per_value, axis=[1, 2, 3])
+
+
+def negative_elbo(images, logits, kl):
+  """The loss terms of each image.
+
+  Args:
+    images: float32 [B, 64, 64, 3] in [0, 1].
+    logits: float32 [B, 64, 64, 3], the decoder's Bernoulli logits.
+    kl: float32 [B, N], the selected objects' KL against the prior.
+
+  Returns:
+    A dict of float32 [B] tensors: `nll`, `kl`, `loss` = nll + kl (the negative ELBO)
+    and `elbo` = -loss.
+  """
+  nll = bernoulli_nll(images, logits)
+  rate = tf.reduce_sum(kl, axis=-1)
+  loss = nll + rate
+  return {"nll": nll, "kl": rate, "loss": loss, "elbo": -loss}

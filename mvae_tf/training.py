@@ -1,0 +1,312 @@
+"""Distributed training of the MVAE: the step, the model directory and the loop.
+
+The step (`Trainer.train_step`) is a pure per-replica function run under a
+`tf.distribute.MirroredStrategy`: each replica computes the summed negative ELBO of its
+share of the global batch divided by the *global* batch size, so that the all-reduced
+gradients are exactly those of the mean loss over the global batch, whatever the number of
+replicas. The reparameterisation noise eps travels with the batch (it is drawn in the input
+pipeline from the run's seed and the batch's index), so a step is a deterministic function of
+(weights, batch): one replica and two replicas compute the same step.
+
+The model directory holds `config.json` (the run's configuration, which export and
+evaluation read back), TF checkpoints (model and optimizer, step = optimizer.iterations)
+and TensorBoard event files.
+"""
+
+import dataclasses
+import os
+import signal
+import sys
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from mvae_tf import config as config_lib
+from mvae_tf import data
+from mvae_tf import losses
+from mvae_tf import model as model_lib
+from mvae_tf import schedule
+
+NUM_SUMMARY_IMAGES = 8
+
+
+def make_strategy(devices=None, num_cpu_devices=1):
+  """MirroredStrategy over `devices`, else all GPUs, else the CPU.
+
+  Without GPUs the CPU is one replica, or `num_cpu_devices` logical devices (to try
+  multi-replica training on a CPU); splitting the CPU must happen before TF initialises.
+  """
+  if devices is None:
+    if tf.config.list_physical_devices("GPU"):
+      devices = [d.name for d in tf.config.list_logical_devices("GPU")]
+    else:
+      if num_cpu_devices > 1:
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration()] * num_cpu_devices)
+      devices = [f"/cpu:{i}" for i in range(num_cpu_devices)]
+  return tf.distribute.MirroredStrategy(devices)
+
+
+def check_replicas(train_config, strategy):
+  replicas = strategy.num_replicas_in_sync
+  if train_config.batch_size % replicas:
+    raise config_lib.ConfigError(
+        f"--batch_size must be divisible by the number of replicas ({replicas}); "
+        f"received {train_config.batch_size}")
+
+
+def add_noise(batch, batch_index, num_objects, latent_dim, seed):
+  """Adds `noise`, the eps [B, N, D] of z = mu + sigma * eps, drawn from (seed, batch index)."""
+  batch_size = tf.shape(batch["image"])[0]
+  key = tf.random.experimental.stateless_fold_in(
+      tf.stack([tf.cast(seed, tf.int64), batch_index]), 1)
+  batch["noise"] = tf.random.stateless_normal([batch_size, num_objects, latent_dim], seed=key)
+  return batch
+
+
+def training_dataset(model_config, train_config, first_step=0):
+  """The training stream from batch `first_step` on, each batch with its noise."""
+  dataset = data.make_dataset(train_config.num_sprites, train_config.batch_size,
+                              train_config.seed, train_config.presence_prob,
+                              first_batch=first_step)
+  indices = tf.data.Dataset.range(first_step, 2**62)
+  return tf.data.Dataset.zip(dataset, indices).map(
+      lambda batch, index: add_noise(batch, index, model_config.num_objects,
+                                     model_config.latent_dim, train_config.seed),
+      num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+class Trainer:
+  """The model, its optimizer and the distributed train step, all built in the strategy.
+
+  Args:
+    model_config: a `ModelConfig`.
+    train_config: a `TrainConfig`.
+    strategy: a `tf.distribute.Strategy`; `train_config.batch_size` must divide evenly.
+  """
+
+  def __init__(self, model_config, train_config, strategy):
+    check_replicas(train_config, strategy)
+    self.model_config = model_config
+    self.train_config = train_config
+    self.strategy = strategy
+    with strategy.scope():
+      keras.utils.set_random_seed(train_config.seed)
+      self.model = model_lib.build_model(model_config)
+      self.learning_rate = schedule.LogLinearDecay(
+          train_config.learning_rate, train_config.final_learning_rate,
+          train_config.train_steps)
+      self.optimizer = keras.optimizers.Adam(self.learning_rate)
+      # A Keras 3 optimizer must create its slots inside the scope, or the first
+      # distributed step fails.
+      self.optimizer.build(self.model.trainable_variables)
+    self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer)
+    self._step = tf.function(self._distributed_step)
+
+  @property
+  def step(self):
+    return int(self.optimizer.iterations.numpy())
+
+  def _replica_step(self, batch):
+    """One replica's share of a step. Returns the replica's *summed* loss terms."""
+    with tf.GradientTape() as tape:
+      outputs = self.model(batch["image"], noise=batch["noise"])
+      terms = losses.negative_elbo(batch["image"], outputs["logits"], outputs["kl"])
+      # Sum over this replica's examples / global batch: the all-reduce then sums the
+      # replicas' gradients into the gradient of the global mean.
+      loss = tf.nn.compute_average_loss(terms["loss"],
+                                        global_batch_size=self.train_config.batch_size)
+    variables = self.model.trainable_variables
+    gradients = tape.gradient(loss, variables)
+    self.optimizer.apply_gradients(zip(gradients, variables))
+    return {name: tf.reduce_sum(terms[name]) for name in ("nll", "kl", "loss")}
+
+  def _distributed_step(self, dist_batch):
+    per_replica = self.strategy.run(self._replica_step, args=(dist_batch,))
+    sums = {name: self.strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None)
+            for name, value in per_replica.items()}
+    return {name: value / self.train_config.batch_size for name, value in sums.items()}
+
+  def distribute(self, dataset):
+    return self.strategy.experimental_distribute_dataset(dataset)
+
+  def train_step(self, dist_batch):
+    """One optimizer step on a distributed global batch; returns the mean nll, kl, loss."""
+    return self._step(dist_batch)
+
+
+def _describe_dir_contents(model_dir):
+  names = sorted(os.listdir(model_dir))
+  return ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+
+
+def prepare_model_dir(model_dir, model_config, train_config):
+  """Checks `model_dir` against the requested configuration, then records it.
+
+  A new or empty directory gets `config.json`. A directory with a `config.json` must match
+  it in every setting but `train_steps`, or ConfigError names the settings that differ; the
+  directory is left untouched. A non-empty directory without one is refused.
+  """
+  requested = config_lib.to_dict(model_config, train_config)
+  path = config_lib.config_path(model_dir)
+  if os.path.exists(model_dir) and not os.path.isdir(model_dir):
+    raise config_lib.ConfigError(f"--model_dir {model_dir!r} exists and is not a directory")
+  if os.path.isfile(path):
+    saved_model, saved_train = config_lib.read_run_config(model_dir)
+    differences = config_lib.config_differences(
+        config_lib.to_dict(saved_model, saved_train), requested)
+    if differences:
+      raise config_lib.ConfigError(
+          f"--model_dir {model_dir!r} holds a run of another configuration "
+          f"({'; '.join(differences)}); use a new --model_dir or the same settings")
+  elif os.path.isdir(model_dir) and os.listdir(model_dir):
+    raise config_lib.ConfigError(
+        f"--model_dir {model_dir!r} is not empty ({_describe_dir_contents(model_dir)}) and "
+        f"has no {config_lib.CONFIG_FILE}; refusing to write into it")
+  os.makedirs(model_dir, exist_ok=True)
+  config_lib.write_json_atomic(path, requested)
+
+
+def _kl_map_images(kl_map):
+  """KL maps [B, H, W] as 64x64 greyscale images, each scaled to its own maximum."""
+  normalised = kl_map / (tf.reduce_max(kl_map, axis=[1, 2], keepdims=True) + 1e-6)
+  images = tf.image.resize(normalised[..., None], [64, 64], method="nearest")  # [B,64,64,1]
+  return tf.tile(images, [1, 1, 1, 3])  # [B, 64, 64, 3]
+
+
+class _StopFlag:
+  """Turns SIGTERM and SIGINT into a request to checkpoint and stop after this step."""
+
+  def __init__(self):
+    self.signal_name = None
+    self._previous = {}
+
+  def __enter__(self):
+    for sig in (signal.SIGTERM, signal.SIGINT):
+      self._previous[sig] = signal.signal(sig, self._handle)
+    return self
+
+  def _handle(self, signum, frame):
+    del frame
+    self.signal_name = signal.Signals(signum).name
+
+  def __exit__(self, *exc):
+    for sig, handler in self._previous.items():
+      signal.signal(sig, handler)
+
+
+def _format_duration(seconds):
+  seconds = int(seconds)
+  days, seconds = divmod(seconds, 86400)
+  hours, seconds = divmod(seconds, 3600)
+  minutes, seconds = divmod(seconds, 60)
+  if days:
+    return f"{days}d{hours:02d}h"
+  if hours:
+    return f"{hours}h{minutes:02d}m"
+  return f"{minutes}m{seconds:02d}s"
+
+
+@dataclasses.dataclass(frozen=True)
+class LoopOptions:
+  """How often the loop reports and saves.
+
+  Attributes:
+    checkpoint_every_secs: seconds between checkpoints (one is also written at the end and on
+      SIGTERM or SIGINT).
+    log_every_secs: seconds between progress lines.
+    summary_every_steps: steps between TensorBoard scalar summaries.
+    image_every_steps: steps between TensorBoard image summaries.
+    max_checkpoints: how many checkpoints to keep.
+  """
+  checkpoint_every_secs: float = 300.0
+  log_every_secs: float = 15.0
+  summary_every_steps: int = 100
+  image_every_steps: int = 2000
+  max_checkpoints: int = 3
+
+
+def train(model_config, train_config, model_dir, strategy=None, options=LoopOptions(),
+          log=print):
+  """Trains until `train_config.train_steps`, resuming from `model_dir`'s latest checkpoint.
+
+  Returns the step reached. A finished run returns at once; SIGTERM or SIGINT saves a
+  checkpoint and returns early.
+  """
+  strategy = strategy or make_strategy()
+  check_replicas(train_config, strategy)
+  prepare_model_dir(model_dir, model_config, train_config)
+  trainer = Trainer(model_config, train_config, strategy)
+  manager = tf.train.CheckpointManager(trainer.checkpoint, model_dir,
+                                       max_to_keep=options.max_checkpoints)
+  if manager.latest_checkpoint:
+    trainer.checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+    log(f"Resumed from {manager.latest_checkpoint} at step {trainer.step}.")
+  start_step = trainer.step
+  total = train_config.train_steps
+  if start_step >= total:
+    log(f"Already trained to step {start_step} >= --train_steps={total}; nothing to do.")
+    return start_step
+
+  dataset = training_dataset(model_config, train_config, first_step=start_step)
+  iterator = iter(trainer.distribute(dataset))
+  summary_images = next(iter(data.make_dataset(
+      train_config.num_sprites, NUM_SUMMARY_IMAGES, train_config.seed + 1,
+      train_config.presence_prob)))["image"]
+
+  @tf.function
+  def reconstruct(images):
+    outputs = trainer.model(images)
+    return tf.sigmoid(outputs["logits"]), _kl_map_images(outputs["kl_map"])
+
+  writer = tf.summary.create_file_writer(model_dir)
+  log(f"Training {model_config.model} on {strategy.num_replicas_in_sync} replica(s) from step "
+      f"{start_step} to {total}: global batch {train_config.batch_size}.")
+  step = start_step
+  pending = []
+  last_log = last_ckpt = time.time()
+  images_since_log = 0
+  with _StopFlag() as stop, writer.as_default():
+    while step < total and stop.signal_name is None:
+      metrics = trainer.train_step(next(iterator))
+      step += 1
+      images_since_log += train_config.batch_size
+      pending.append(metrics)
+      if step % options.summary_every_steps == 0 or step == total:
+        means = {k: float(np.mean([m[k] for m in pending[-options.summary_every_steps:]]))
+                 for k in ("nll", "kl", "loss")}
+        for name, value in means.items():
+          tf.summary.scalar(f"train/{name}", value, step=step)
+        tf.summary.scalar("train/elbo", -means["loss"], step=step)
+        tf.summary.scalar("train/learning_rate", trainer.learning_rate(step), step=step)
+      if step % options.image_every_steps == 0 or step == total:
+        reconstructions, kl_maps = reconstruct(summary_images)
+        tf.summary.image("inputs", summary_images, step=step, max_outputs=NUM_SUMMARY_IMAGES)
+        tf.summary.image("reconstructions", reconstructions, step=step,
+                         max_outputs=NUM_SUMMARY_IMAGES)
+        tf.summary.image("kl_maps", kl_maps, step=step, max_outputs=NUM_SUMMARY_IMAGES)
+      now = time.time()
+      if now - last_log >= options.log_every_secs or step == total:
+        rate = images_since_log / (now - last_log)
+        means = {k: float(np.mean([m[k] for m in pending])) for k in ("nll", "kl", "loss")}
+        eta = (total - step) * train_config.batch_size / max(rate, 1e-9)
+        tf.summary.scalar("train/images_per_second", rate, step=step)
+        log(f"step {step}/{total} | {rate:.1f} img/s | ETA {_format_duration(eta)} | "
+            f"loss {means['loss']:.2f} (nll {means['nll']:.2f}, kl {means['kl']:.2f}) | "
+            f"lr {float(trainer.learning_rate(step)):.2e}")
+        pending, images_since_log, last_log = [], 0, now
+        writer.flush()
+      if now - last_ckpt >= options.checkpoint_every_secs:
+        manager.save(checkpoint_number=step)
+        last_ckpt = now
+    manager.save(checkpoint_number=step)
+    writer.flush()
+  if stop.signal_name:
+    log(f"Received {stop.signal_name}: saved a checkpoint at step {step} and stopped.")
+  else:
+    log(f"Finished: saved a checkpoint at step {step}.")
+  sys.stdout.flush()
+  return step

@@ -1,0 +1,59 @@
+"""Candidate encoder, posteriors and their KL against the prior (paper 2.1, appendix A)."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from mvae_tf import encoder
+
+B, D = 2, 5
+
+
+def test_kl_equals_the_closed_form():
+  rng = np.random.RandomState(0)
+  loc = rng.randn(B, 3, 4, D).astype(np.float32)
+  scale = np.exp(rng.randn(B, 3, 4, D)).astype(np.float32)
+  expected = 0.5 * np.sum(loc**2 + scale**2 - 1.0 - np.log(scale**2), axis=-1)
+  kl = encoder.kl_to_prior(tf.constant(loc), tf.constant(scale)).numpy()
+  assert kl.shape == (B, 3, 4)
+  np.testing.assert_allclose(kl, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_kl_is_zero_when_posterior_equals_prior():
+  kl = encoder.kl_to_prior(tf.zeros([B, D]), tf.ones([B, D]))
+  np.testing.assert_allclose(kl.numpy(), np.zeros(B), atol=1e-7)
+
+
+def test_relative_coordinates():
+  coords = encoder.relative_coordinates(3, 2).numpy()
+  assert coords.shape == (3, 2, 2)
+  np.testing.assert_allclose(coords[..., 0], [[-1, -1], [0, 0], [1, 1]])
+  np.testing.assert_allclose(coords[..., 1], [[-1, 1], [-1, 1], [-1, 1]])
+  np.testing.assert_allclose(encoder.relative_coordinates(1, 1).numpy(), [[[0.0, 0.0]]])
+
+
+def test_split_params():
+  params = tf.constant([[1.0, 2.0, 0.0, np.log(4.0)]])
+  loc, scale = encoder.split_params(params)
+  np.testing.assert_allclose(loc.numpy(), [[1.0, 2.0]])
+  np.testing.assert_allclose(scale.numpy(), [[1.0, 2.0]], rtol=1e-6)
+
+
+@pytest.mark.parametrize("num_pooling, grid", [(2, 16), (3, 8), (4, 4)])
+def test_grid_size_follows_num_pooling(num_pooling, grid):
+  layer = encoder.CandidateEncoder(D, num_pooling)
+  params = layer(tf.zeros([B, 64, 64, 3]))
+  assert params.shape == (B, grid, grid, 2 * D)
+
+
+def test_dynamic_batch():
+  layer = encoder.CandidateEncoder(D, 3)
+  fn = tf.function(layer).get_concrete_function(tf.TensorSpec([None, 64, 64, 3]))
+  assert fn.structured_outputs.shape.as_list() == [None, 8, 8, 2 * D]
+
+
+def test_coordinates_reach_the_candidates():
+  """The head sees the coordinate channels: identical features at two cells still differ."""
+  layer = encoder.CandidateEncoder(D, 3)
+  params = layer(tf.zeros([1, 64, 64, 3])).numpy()
+  assert not np.allclose(params[0, 0, 0], params[0, 4, 4])

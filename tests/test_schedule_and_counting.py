@@ -1,0 +1,62 @@
+"""The learning-rate annealing and object counting from KL maps (paper 4.3)."""
+
+import numpy as np
+import pytest
+
+from mvae_tf import counting, schedule
+
+
+def test_log_linear_decay_endpoints_and_midpoint():
+  lr = schedule.LogLinearDecay(1e-3, 1e-5, 100)
+  np.testing.assert_allclose(float(lr(0)), 1e-3, rtol=1e-6)
+  np.testing.assert_allclose(float(lr(50)), 1e-4, rtol=1e-5)
+  np.testing.assert_allclose(float(lr(100)), 1e-5, rtol=1e-5)
+  np.testing.assert_allclose(float(lr(1000)), 1e-5, rtol=1e-5)
+  assert schedule.LogLinearDecay(**lr.get_config()).get_config() == lr.get_config()
+
+
+def test_log_linear_decay_rejects_bad_arguments():
+  with pytest.raises(ValueError, match="decay_steps"):
+    schedule.LogLinearDecay(1e-3, 1e-5, 0)
+
+
+def _planted_maps(rng, counts, threshold, grid=4):
+  """KL maps with exactly `count` cells above `threshold` (objects) and the rest below."""
+  maps = rng.uniform(0.0, threshold * 0.9, size=(len(counts), grid, grid))
+  for map_, count in zip(maps, counts):
+    cells = rng.choice(grid * grid, size=count, replace=False)
+    map_.reshape(-1)[cells] = rng.uniform(threshold * 1.1, threshold * 5, size=count)
+  return maps
+
+
+def test_threshold_search_recovers_a_planted_threshold():
+  rng = np.random.RandomState(0)
+  counts = rng.randint(0, 4, size=500)
+  maps = _planted_maps(rng, counts, threshold=2.0)
+  threshold, accuracy = counting.search_threshold(maps, counts)
+  assert accuracy == 1.0
+  assert 2.0 * 0.9 <= threshold <= 2.0 * 1.1
+  assert counting.count_accuracy(maps, counts, threshold) == 1.0
+
+
+def test_threshold_search_is_the_best_of_all_thresholds():
+  rng = np.random.RandomState(1)
+  maps = rng.exponential(1.0, size=(300, 3, 3))
+  counts = rng.randint(0, 4, size=300)
+  _, accuracy = counting.search_threshold(maps, counts)
+  brute = max(counting.count_accuracy(maps, counts, t)
+              for t in np.concatenate([np.unique(maps) - 1e-9, np.unique(maps) + 1e-9]))
+  assert accuracy == pytest.approx(brute)
+
+
+def test_count_accuracy_and_confusion_of_a_planted_map():
+  maps = np.array([[[0.0, 5.0], [6.0, 0.1]],   # 2 cells above 1
+                   [[0.0, 0.0], [0.0, 0.0]],   # 0
+                   [[9.0, 9.0], [9.0, 0.0]]])  # 3
+  counts = np.array([2, 1, 3])
+  np.testing.assert_array_equal(counting.predicted_counts(maps, 1.0), [2, 0, 3])
+  assert counting.count_accuracy(maps, counts, 1.0) == pytest.approx(2 / 3)
+  matrix = counting.confusion_matrix(counts, counting.predicted_counts(maps, 1.0), 3)
+  expected = np.zeros((4, 4), int)
+  expected[2, 2] = expected[1, 0] = expected[3, 3] = 1
+  np.testing.assert_array_equal(matrix, expected)

@@ -1,0 +1,129 @@
+"""Training: 1 vs 2 replicas, learning progress, exact resume, model-directory checks."""
+
+import functools
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from mvae_tf import config, training
+
+# Tiny distinct sizes: 2 sprites, N = 3 objects, D = 5, batch 4 (2 per replica).
+MODEL = config.ModelConfig("mvae", num_objects=3, latent_dim=5, num_pooling=3)
+QUIET = training.LoopOptions(log_every_secs=1e9, summary_every_steps=2, image_every_steps=3)
+
+
+@functools.cache
+def _strategy(*devices):
+  """One strategy per device set for the whole module: two MirroredStrategy objects over
+  the same devices in one process can mix up their collective all-reduces."""
+  return training.make_strategy(list(devices))
+
+
+def _train_config(**overrides):
+  settings = dict(num_sprites=2, batch_size=4, train_steps=2, seed=5)
+  settings.update(overrides)
+  return config.TrainConfig(**settings)
+
+
+def _one_step(devices, model_config=MODEL):
+  train_config = _train_config()
+  trainer = training.Trainer(model_config, train_config, _strategy(*devices))
+  initial = [v.numpy() for v in trainer.model.trainable_variables]
+  dataset = training.training_dataset(model_config, train_config).take(1)
+  metrics = trainer.train_step(next(iter(trainer.distribute(dataset))))
+  weights = [v.numpy() for v in trainer.model.trainable_variables]
+  return initial, {k: float(v) for k, v in metrics.items()}, weights
+
+
+@pytest.mark.parametrize("model_config", [MODEL, config.ModelConfig("vae", 1, 7)],
+                         ids=["mvae", "vae"])
+def test_one_and_two_replicas_take_the_same_step(model_config):
+  initial_1, metrics_1, weights_1 = _one_step(["/cpu:0"], model_config)
+  initial_2, metrics_2, weights_2 = _one_step(["/cpu:0", "/cpu:1"], model_config)
+  for a, b in zip(initial_1, initial_2):
+    np.testing.assert_array_equal(a, b)
+  for name in ("nll", "kl", "loss"):
+    assert metrics_1[name] == pytest.approx(metrics_2[name], rel=1e-5), name
+  moved = 0
+  for before, a, b in zip(initial_1, weights_1, weights_2):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    moved += int(not np.allclose(before, a))
+  assert moved == len(weights_1)  # Every variable was updated.
+
+
+def test_batch_must_divide_across_replicas():
+  with pytest.raises(config.ConfigError, match=r"--batch_size must be divisible .*\(2\)"):
+    training.Trainer(MODEL, _train_config(batch_size=5),
+                     _strategy("/cpu:0", "/cpu:1"))
+
+
+def test_loss_falls_well_below_its_start():
+  train_config = _train_config(batch_size=16, train_steps=150, learning_rate=2e-3,
+                               final_learning_rate=2e-3)
+  trainer = training.Trainer(MODEL, train_config, _strategy("/cpu:0"))
+  iterator = iter(trainer.distribute(training.training_dataset(MODEL, train_config)))
+  losses = [float(trainer.train_step(next(iterator))["loss"]) for _ in range(150)]
+  assert np.mean(losses[-10:]) < 0.25 * losses[0], (losses[0], losses[-10:])
+
+
+def _weights(model_dir, model_config=MODEL):
+  from mvae_tf import checkpoints
+  model, _, _, step = checkpoints.restore_model(model_dir)
+  return step, [v.numpy() for v in model.trainable_variables]
+
+
+def test_resumed_run_equals_an_uninterrupted_run(tmp_path):
+  # A constant rate, so that the schedule does not depend on train_steps.
+  settings = dict(learning_rate=1e-3, final_learning_rate=1e-3)
+  split, whole = str(tmp_path / "split"), str(tmp_path / "whole")
+  strategy = _strategy("/cpu:0")
+  assert training.train(MODEL, _train_config(train_steps=3, **settings), split, strategy,
+                        QUIET, log=lambda _: None) == 3
+  lines = []
+  assert training.train(MODEL, _train_config(train_steps=5, **settings), split, strategy,
+                        QUIET, log=lines.append) == 5
+  assert any("Resumed" in line and "step 3" in line for line in lines)
+  training.train(MODEL, _train_config(train_steps=5, **settings), whole, strategy, QUIET,
+                 log=lambda _: None)
+  step_split, split_weights = _weights(split)
+  step_whole, whole_weights = _weights(whole)
+  assert step_split == step_whole == 5
+  for a, b in zip(split_weights, whole_weights):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+  # A finished run returns at once, without a new checkpoint.
+  before = sorted(os.listdir(split))
+  lines = []
+  assert training.train(MODEL, _train_config(train_steps=5, **settings), split, strategy,
+                        QUIET, log=lines.append) == 5
+  assert "nothing to do" in lines[-1] and sorted(os.listdir(split)) == before
+  names = os.listdir(split)
+  assert "config.json" in names and any(n.startswith("events.out.tfevents") for n in names)
+  with open(os.path.join(split, "config.json")) as f:
+    assert json.load(f)["model"]["latent_dim"] == MODEL.latent_dim
+
+
+def test_another_configuration_is_refused_and_nothing_changes(tmp_path):
+  model_dir = str(tmp_path / "run")
+  training.prepare_model_dir(model_dir, MODEL, _train_config())
+  with open(os.path.join(model_dir, "config.json")) as f:
+    saved = f.read()
+  other = config.ModelConfig("mvae", num_objects=4, latent_dim=6)
+  with pytest.raises(config.ConfigError,
+                     match=r"another configuration .*latent_dim: 5 -> 6.*num_objects: 3 -> 4"):
+    training.prepare_model_dir(model_dir, other, _train_config())
+  with pytest.raises(config.ConfigError, match=r"model.model: 'mvae' -> 'vae'"):
+    training.prepare_model_dir(model_dir, config.ModelConfig("vae", 1, 5), _train_config())
+  with open(os.path.join(model_dir, "config.json")) as f:
+    assert f.read() == saved
+  # Only train_steps may change.
+  training.prepare_model_dir(model_dir, MODEL, _train_config(train_steps=10))
+
+
+def test_a_foreign_non_empty_directory_is_refused(tmp_path):
+  (tmp_path / "notes.txt").write_text("mine")
+  with pytest.raises(config.ConfigError, match=r"not empty \(notes.txt\)"):
+    training.prepare_model_dir(str(tmp_path), MODEL, _train_config())
+  assert os.listdir(tmp_path) == ["notes.txt"]

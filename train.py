@@ -1,0 +1,107 @@
+r"""Trains a multi-entity VAE (or the VAE baseline) on multi-object dSprites.
+
+  python train.py --num_sprites=8 --model_dir=/tmp/mvae
+
+Runs under tf.distribute.MirroredStrategy on all GPUs, or on the CPU when there are none.
+Rerun with the same --model_dir (and a larger --train_steps) to resume. SIGTERM or Ctrl-C
+saves a checkpoint before stopping. Watch it with `tensorboard --logdir=<model_dir>`.
+"""
+
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app  # pylint: disable=g-import-not-at-top
+from absl import flags
+
+from mvae_tf import config as config_lib  # Imports no TensorFlow.
+
+_MODEL_DEFAULTS = config_lib.ModelConfig()
+_TRAIN_DEFAULTS = config_lib.TrainConfig()
+
+flags.DEFINE_integer("num_sprites", _TRAIN_DEFAULTS.num_sprites,
+                     "Sprite slots per scene; each is filled with --presence_prob.")
+flags.DEFINE_float("presence_prob", _TRAIN_DEFAULTS.presence_prob,
+                   "Probability that each sprite slot is filled.")
+flags.DEFINE_integer("num_objects", None,
+                     "N, objects kept by KL. Default: num_sprites + 2 for the MVAE (surplus "
+                     "slots learn the Null object, paper 4.1); 1 for the VAE.")
+flags.DEFINE_integer("latent_dim", None, "D, latent size per object. Default: 12 for the "
+                     "MVAE, 60 for the VAE (appendix A).")
+flags.DEFINE_enum("aggregation", _MODEL_DEFAULTS.aggregation, config_lib.AGGREGATIONS,
+                  "Symmetric pooling over objects.")
+flags.DEFINE_enum("model", _MODEL_DEFAULTS.model, config_lib.MODELS,
+                  "mvae, or vae for the standard VAE baseline.")
+flags.DEFINE_integer("num_pooling", _MODEL_DEFAULTS.num_pooling,
+                     "Max-pooling layers in the encoder: the candidate grid is "
+                     "64 / 2**num_pooling cells a side.")
+flags.DEFINE_integer("batch_size", _TRAIN_DEFAULTS.batch_size,
+                     "Global batch size, split evenly across replicas.")
+flags.DEFINE_integer("train_steps", _TRAIN_DEFAULTS.train_steps, "Total optimizer steps.")
+flags.DEFINE_float("learning_rate", _TRAIN_DEFAULTS.learning_rate, "Initial Adam rate.")
+flags.DEFINE_float("final_learning_rate", _TRAIN_DEFAULTS.final_learning_rate,
+                   "Rate reached at --train_steps (log-linear annealing).")
+flags.DEFINE_string("model_dir", "/tmp/mvae", "Checkpoints, config.json and TensorBoard.")
+flags.DEFINE_integer("seed", _TRAIN_DEFAULTS.seed, "Seeds data, noise and initial weights.")
+flags.DEFINE_integer("num_cpu_devices", 1,
+                     "Without GPUs, split the CPU into this many replicas (for trying "
+                     "multi-replica training); ignored when GPUs are visible.")
+flags.DEFINE_float("checkpoint_every_secs", 300.0, "Seconds between checkpoints.")
+flags.DEFINE_float("log_every_secs", 15.0, "Seconds between progress lines.")
+flags.DEFINE_integer("summary_every_steps", 100, "Steps between TensorBoard scalars.")
+flags.DEFINE_integer("image_every_steps", 2000, "Steps between TensorBoard images.")
+
+FLAGS = flags.FLAGS
+
+
+def configs_from_flags():
+  """The run's (ModelConfig, TrainConfig); raises ConfigError on a bad flag."""
+  is_vae = FLAGS.model == "vae"
+  if FLAGS.num_objects is not None:
+    num_objects = FLAGS.num_objects
+  else:
+    num_objects = 1 if is_vae else FLAGS.num_sprites + 2
+  if FLAGS.latent_dim is not None:
+    latent_dim = FLAGS.latent_dim
+  else:
+    latent_dim = config_lib.VAE_LATENT_DIM if is_vae else _MODEL_DEFAULTS.latent_dim
+  train_config = config_lib.TrainConfig(
+      num_sprites=FLAGS.num_sprites, presence_prob=FLAGS.presence_prob,
+      batch_size=FLAGS.batch_size, train_steps=FLAGS.train_steps,
+      learning_rate=FLAGS.learning_rate, final_learning_rate=FLAGS.final_learning_rate,
+      seed=FLAGS.seed)
+  model_config = config_lib.ModelConfig(
+      model=FLAGS.model, num_objects=num_objects, latent_dim=latent_dim,
+      aggregation=FLAGS.aggregation, num_pooling=FLAGS.num_pooling)
+  for name in ("checkpoint_every_secs", "log_every_secs"):
+    if getattr(FLAGS, name) <= 0:
+      raise config_lib.ConfigError(f"--{name} must be > 0; received {getattr(FLAGS, name)}")
+  for name in ("summary_every_steps", "image_every_steps", "num_cpu_devices"):
+    if getattr(FLAGS, name) < 1:
+      raise config_lib.ConfigError(f"--{name} must be >= 1; received {getattr(FLAGS, name)}")
+  return model_config, train_config
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+  try:
+    model_config, train_config = configs_from_flags()
+    from mvae_tf import training  # pylint: disable=g-import-not-at-top
+    strategy = training.make_strategy(num_cpu_devices=FLAGS.num_cpu_devices)
+    training.check_replicas(train_config, strategy)
+    options = training.LoopOptions(
+        checkpoint_every_secs=FLAGS.checkpoint_every_secs,
+        log_every_secs=FLAGS.log_every_secs,
+        summary_every_steps=FLAGS.summary_every_steps,
+        image_every_steps=FLAGS.image_every_steps)
+    training.train(model_config, train_config, FLAGS.model_dir, strategy, options,
+                   log=lambda line: print(line, flush=True))
+  except config_lib.ConfigError as e:
+    print(f"train.py: error: {e}", file=sys.stderr)
+    sys.exit(2)
+
+
+if __name__ == "__main__":
+  app.run(main)
