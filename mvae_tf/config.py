@@ -66,7 +66,7 @@ class ModelConfig:
   num_objects: int = 5
   latent_dim: int = 12
   aggregation: str = "max"
-  num_pooling: int = 3
+  num_pooling: int = 4
 
   def __post_init__(self):
     _require(self.model in MODELS,
@@ -96,6 +96,11 @@ class ModelConfig:
   @property
   def num_candidates(self):
     return self.grid_size**2
+
+  @property
+  def kl_map_size(self):
+    """H = W of the `kl_map` that `encode` returns: the grid, or 1 for the VAE."""
+    return 1 if self.model == "vae" else self.grid_size
 
 
 @dataclasses.dataclass(frozen=True)

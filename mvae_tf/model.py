@@ -56,7 +56,7 @@ class MVAE(keras.Model):
   """
 
   def __init__(self, num_objects=5, latent_dim=MVAE_LATENT_DIM, aggregation="max",
-               num_pooling=3, **kwargs):
+               num_pooling=4, **kwargs):
     super().__init__(**kwargs)
     self.config = config_lib.ModelConfig("mvae", num_objects, latent_dim, aggregation,
                                          num_pooling)
@@ -94,7 +94,7 @@ class MVAE(keras.Model):
 class VAE(keras.Model):
   """The standard VAE baseline of appendix A, presented as one 60-D object."""
 
-  def __init__(self, latent_dim=config_lib.VAE_LATENT_DIM, num_pooling=3, **kwargs):
+  def __init__(self, latent_dim=config_lib.VAE_LATENT_DIM, num_pooling=4, **kwargs):
     super().__init__(**kwargs)
     self.config = config_lib.ModelConfig("vae", 1, latent_dim, "max", num_pooling)
     self.encoder = encoder_lib.CandidateEncoder(MVAE_LATENT_DIM, num_pooling, name="encoder")

@@ -257,7 +257,7 @@ def train(model_config, train_config, model_dir, strategy=None, options=LoopOpti
       train_config.num_sprites, NUM_SUMMARY_IMAGES, train_config.seed + 1,
       train_config.presence_prob)))["image"]
 
-  @tf.function
+  @tf.function(autograph=False)
   def reconstruct(images):
     outputs = trainer.model(images)
     return tf.sigmoid(outputs["logits"]), _kl_map_images(outputs["kl_map"])

@@ -1,6 +1,5 @@
 """Training: 1 vs 2 replicas, learning progress, exact resume, model-directory checks."""
 
-import functools
 import json
 import os
 
@@ -9,17 +8,11 @@ import pytest
 import tensorflow as tf
 
 from mvae_tf import config, training
+from strategies import strategy as _strategy
 
 # Tiny distinct sizes: 2 sprites, N = 3 objects, D = 5, batch 4 (2 per replica).
 MODEL = config.ModelConfig("mvae", num_objects=3, latent_dim=5, num_pooling=3)
 QUIET = training.LoopOptions(log_every_secs=1e9, summary_every_steps=2, image_every_steps=3)
-
-
-@functools.cache
-def _strategy(*devices):
-  """One strategy per device set for the whole module: two MirroredStrategy objects over
-  the same devices in one process can mix up their collective all-reduces."""
-  return training.make_strategy(list(devices))
 
 
 def _train_config(**overrides):

@@ -1,0 +1,152 @@
+"""SavedModel export for TensorFlow Serving and other TF code.
+
+The SavedModel is written with `keras.export.ExportArchive`: a `tf.Module` holding Keras 3
+models saved with `tf.saved_model.save` loads in Python but not in the C++ loader that TF
+Serving uses (tensorflow#72963, keras#20095); ExportArchive's output loads in both.
+
+Signatures (the contract; names and keys as here, batch dimension dynamic):
+
+  encode(images f32[B, 64, 64, 3] in [0, 1])
+      -> loc f32[B, N, D], scale f32[B, N, D]   the N selected posteriors, descending KL
+         kl f32[B, N], coords f32[B, N, 2]      their KL and their cells' relative (y, x)
+         kl_map f32[B, H, W]                    every candidate's KL
+     Deterministic: no sampling.
+  decode(latents f32[B, M, D], any M >= 1) -> logits f32[B, 64, 64, 3], images (sigmoid)
+  reconstruct(images) -> images (decode of the posterior means), kl f32[B, N]
+  serving_default: the same as encode.
+  metadata() -> num_objects, latent_dim, grid_size (H = W of kl_map), step (int64 scalars),
+      model (string)
+
+A `--model=vae` export has the same signatures with N = 1, D = 60 and a 1x1 kl_map.
+
+Versions: TF Serving polls the export directory for numeric subdirectories and loads them
+without any completeness check, so a version is written into a sibling whose name is not a
+number and renamed into place only once complete.
+"""
+
+import os
+import shutil
+import tempfile
+
+import keras
+import tensorflow as tf
+
+from mvae_tf import checkpoints
+from mvae_tf import model as model_lib
+
+SIGNATURES = ("encode", "decode", "reconstruct", "serving_default", "metadata")
+
+
+class ExportError(ValueError):
+  """An export that cannot be made; the message says why."""
+
+
+def _checked(tensor, expected, message):
+  """`tensor` after an in-graph check of its shape against `expected` (None: any size).
+
+  Python callers of a loaded signature are stopped by its TensorSpec already; the C++
+  loader that TF Serving uses checks nothing, so the graph itself says what it expects.
+  The check avoids ops on the rank (graph optimisation folds those from the declared
+  shape): the runtime shape is padded with -1 and compared with `expected` + [-1].
+  """
+  k = len(expected)
+  padded = tf.concat([tf.shape(tensor), tf.fill([k + 1], -1)], axis=0)[:k + 1]  # [k + 1]
+  wanted = tf.constant([-2 if size is None else size for size in expected] + [-1])
+  matches = tf.equal(padded, wanted) | (tf.equal(wanted, -2) & (padded >= 0))
+  check = tf.debugging.Assert(tf.reduce_all(matches), [message, "; received shape",
+                                                       tf.shape(tensor)])
+  with tf.control_dependencies([check]):
+    return tf.identity(tensor)
+
+
+def _signature_functions(model, step):
+  """The exported functions, each taking named tensors and returning a dict."""
+  model_config = model.config
+  image_spec = tf.TensorSpec([None, *model_lib.IMAGE_SHAPE], tf.float32, name="images")
+  latent_spec = tf.TensorSpec([None, None, model_config.latent_dim], tf.float32,
+                              name="latents")
+  image_shape = (None, *model_lib.IMAGE_SHAPE)
+  image_message = "images must be float32 [batch, 64, 64, 3]"
+  latent_shape = (None, None, model_config.latent_dim)
+  latent_message = f"latents must be float32 [batch, objects, {model_config.latent_dim}]"
+
+  def encode(images):
+    return model.encode(_checked(images, image_shape, image_message))
+
+  def decode(latents):
+    logits = model.decode(_checked(latents, latent_shape, latent_message))
+    return {"logits": logits, "images": tf.sigmoid(logits)}
+
+  def reconstruct(images):
+    encoded = model.encode(_checked(images, image_shape, image_message))
+    return {"images": tf.sigmoid(model.decode(encoded["loc"])), "kl": encoded["kl"]}
+
+  def metadata():
+    return {
+        "num_objects": tf.constant(model_config.num_objects, tf.int64),
+        "latent_dim": tf.constant(model_config.latent_dim, tf.int64),
+        "grid_size": tf.constant(model_config.kl_map_size, tf.int64),
+        "step": tf.constant(step, tf.int64),
+        "model": tf.constant(model_config.model),
+    }
+
+  return [("encode", encode, [image_spec]), ("decode", decode, [latent_spec]),
+          ("reconstruct", reconstruct, [image_spec]), ("metadata", metadata, [])]
+
+
+def write_saved_model(model, step, path):
+  """Writes `model`'s signatures as a SavedModel at `path` (not atomically)."""
+  archive = keras.export.ExportArchive()
+  archive.track(model)
+  for name, fn, spec in _signature_functions(model, step):
+    archive.add_endpoint(name, fn, input_signature=spec)
+  # `encode` is the first endpoint, so ExportArchive also serves it as serving_default.
+  archive.write_out(path, verbose=False)
+
+
+def _check_export_dir(export_dir):
+  if os.path.exists(export_dir) and not os.path.isdir(export_dir):
+    raise ExportError(f"--export_dir {export_dir!r} exists and is not a directory")
+  try:
+    os.makedirs(export_dir, exist_ok=True)
+  except OSError as e:
+    raise ExportError(f"cannot create --export_dir {export_dir!r}: {e.strerror}") from None
+  if not os.access(export_dir, os.W_OK | os.X_OK):
+    raise ExportError(f"--export_dir {export_dir!r} is not writable")
+
+
+def export(model_dir, export_dir, version=None, overwrite=False):
+  """Exports the latest checkpoint of a `train.py` run as `export_dir/<version>/`.
+
+  Args:
+    model_dir: the run's model directory (its config.json says what to build).
+    export_dir: the base directory TF Serving watches.
+    version: the integer version, by default the checkpoint's training step.
+    overwrite: replace an existing version.
+
+  Returns:
+    The path of the new version.
+
+  Raises:
+    ExportError, checkpoints.CheckpointError, config.ConfigError: with one clear message;
+      nothing is left in `export_dir` but what was there before.
+  """
+  if version is not None and (isinstance(version, bool) or not isinstance(version, int)
+                              or version < 0):
+    raise ExportError(f"--version must be an integer >= 0; received {version!r}")
+  model, _, _, step = checkpoints.restore_model(model_dir)
+  version = step if version is None else version
+  final = os.path.join(export_dir, str(version))
+  if os.path.exists(final) and not overwrite:
+    raise ExportError(f"version {final!r} exists; pass --overwrite to replace it")
+  _check_export_dir(export_dir)
+  staging = tempfile.mkdtemp(dir=export_dir, prefix=f".tmp-export-{version}-")
+  try:
+    write_saved_model(model, step, os.path.join(staging, "model"))
+    if os.path.exists(final):
+      # Move the old version aside under a non-numeric name, then swap the new one in.
+      os.rename(final, os.path.join(staging, "replaced"))
+    os.rename(os.path.join(staging, "model"), final)
+  finally:
+    shutil.rmtree(staging, ignore_errors=True)
+  return final

@@ -1,0 +1,15 @@
+"""One MirroredStrategy per device set for the whole test session.
+
+Two MirroredStrategy objects over the same devices in one process can mix up their
+collective all-reduces ("Shape mismatch in the collective instance"), so every test that
+needs a strategy takes it from here.
+"""
+
+import functools
+
+from mvae_tf import training
+
+
+@functools.cache
+def strategy(*devices):
+  return training.make_strategy(list(devices))
