@@ -1,0 +1,176 @@
+r"""The paper's experiments on a trained run: figures and measured numbers.
+
+  python evaluate.py --model_dir=/tmp/mvae --output_dir=/tmp/mvae_eval
+  python evaluate.py --saved_model=/tmp/mvae_export/12345 --num_sprites=3 --output_dir=...
+
+Writes PNG figures and metrics.json into --output_dir (and, with --tensorboard, the same as
+TensorBoard summaries under --output_dir/tensorboard). --vae_model_dir adds the VAE
+baseline: its test ELBO, its traversals and its training curve.
+"""
+
+import json
+import os
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app  # pylint: disable=g-import-not-at-top
+from absl import flags
+
+flags.DEFINE_string("model_dir", None, "A train.py model directory.")
+flags.DEFINE_string("saved_model", None, "An exported version, E/<V>, instead of --model_dir.")
+flags.DEFINE_string("vae_model_dir", None, "A --model=vae run to compare against.")
+flags.DEFINE_string("output_dir", None, "Where figures and metrics.json go.")
+flags.DEFINE_integer("num_sprites", None, "Scene sprites; default: the run's config "
+                     "(required with --saved_model).")
+flags.DEFINE_boolean("tensorboard", False, "Also write figures and numbers to TensorBoard.")
+flags.DEFINE_integer("elbo_scenes", 2048, "Scenes for the test ELBO.")
+flags.DEFINE_integer("search_scenes", 6400, "Scenes for the counting threshold search.")
+flags.DEFINE_integer("test_scenes", 12800, "Scenes for the counting test.")
+flags.DEFINE_integer("segmentation_scenes", 1024, "Scenes for FG-ARI.")
+flags.DEFINE_integer("exchange_pairs", 512, "Scene pairs for entity exchange.")
+flags.DEFINE_integer("sequential_scenes", 1024, "Scenes for sequential decoding.")
+flags.DEFINE_integer("seed", 2000, "Base seed of all evaluation scenes.")
+FLAGS = flags.FLAGS
+
+
+class _Progress:
+  """Prints each stage with the elapsed time and an ETA over the stages' weights."""
+
+  def __init__(self, stages):
+    self.stages, self.done, self.start = stages, 0.0, time.time()
+
+  def __call__(self, name):
+    elapsed = time.time() - self.start
+    total = sum(self.stages.values())
+    eta = elapsed / self.done * (total - self.done) if self.done else float("nan")
+    print(f"[{elapsed:6.0f}s, ETA {eta:5.0f}s] {name}", flush=True)
+    self.done += self.stages[name]
+
+
+def _fail(message):
+  print(f"evaluate.py: error: {message}", file=sys.stderr)
+  sys.exit(2)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+  if bool(FLAGS.model_dir) == bool(FLAGS.saved_model):
+    _fail("give exactly one of --model_dir and --saved_model")
+  if not FLAGS.output_dir:
+    _fail("--output_dir is required")
+  if FLAGS.saved_model and FLAGS.num_sprites is None:
+    _fail("--num_sprites is required with --saved_model")
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from mvae_tf import checkpoints, config, evaluation, figures, tb_logs  # pylint: disable=g-import-not-at-top
+
+  def load_run(model_dir):
+    try:
+      model, model_config, train_config, step = checkpoints.restore_model(model_dir)
+    except (checkpoints.CheckpointError, config.ConfigError) as e:
+      _fail(str(e))
+    return evaluation.Codec.from_model(model), model_config, train_config, step
+
+  if FLAGS.model_dir:
+    codec, model_config, train_config, step = load_run(FLAGS.model_dir)
+    num_sprites = FLAGS.num_sprites or train_config.num_sprites
+    source = {"model_dir": FLAGS.model_dir, "step": step, "config": config.to_dict(
+        model_config, train_config)}
+  else:
+    if not os.path.isfile(os.path.join(FLAGS.saved_model, "saved_model.pb")):
+      _fail(f"--saved_model {FLAGS.saved_model!r} holds no saved_model.pb")
+    codec = evaluation.Codec.from_saved_model(FLAGS.saved_model)
+    num_sprites = FLAGS.num_sprites
+    step = int(codec.loaded.signatures["metadata"]()["step"].numpy())
+    source = {"saved_model": FLAGS.saved_model, "step": step}
+  os.makedirs(FLAGS.output_dir, exist_ok=True)
+
+  seed = FLAGS.seed
+  stages = {"test ELBO": 1, "object counting": 6, "segmentation": 2, "entity exchange": 2,
+            "sequential decoding": 2, "figures": 1, "VAE baseline": 2 if FLAGS.vae_model_dir
+            else 0}
+  progress = _Progress(stages)
+  results = {"source": source, "num_sprites": num_sprites}
+  progress("test ELBO")
+  results["test_elbo"] = evaluation.test_elbo(codec, num_sprites, FLAGS.elbo_scenes, seed + 1)
+  progress("object counting")
+  results["object_counting"] = evaluation.object_counting(
+      codec, num_sprites, FLAGS.search_scenes, FLAGS.test_scenes, seed + 2, seed + 3)
+  progress("segmentation")
+  results["segmentation"] = evaluation.segmentation(codec, num_sprites,
+                                                    FLAGS.segmentation_scenes, seed + 4)
+  progress("entity exchange")
+  results["entity_exchange"] = evaluation.entity_exchange(codec, num_sprites,
+                                                          FLAGS.exchange_pairs, seed + 5)
+  progress("sequential decoding")
+  results["sequential_decoding"] = evaluation.sequential_decoding(
+      codec, num_sprites, FLAGS.sequential_scenes, seed + 6)
+
+  progress("figures")
+  rng = np.random.RandomState(seed)
+  shown = next(evaluation.scenes(num_sprites, 16, seed + 7))
+  images = shown["image"]
+  busiest = images[int(np.argmax(shown["count"]))]
+  written = {
+      "reconstructions_samples.png": figures.reconstructions_and_samples(codec, images[:8],
+                                                                         rng),
+      "kl_maps.png": figures.kl_maps(codec, images[:8]),
+      "entity_exchange.png": figures.entity_exchange(codec, images[:6], images[6:12]),
+      "sequential_decoding.png": figures.sequential_decoding(codec, images[:4]),
+      "traversals.png": figures.traversals(codec, busiest),
+  }
+  curves = {}
+  if FLAGS.model_dir:
+    steps, elbo = tb_logs.read_scalars(FLAGS.model_dir, "train/elbo")
+    if len(steps):
+      curves["MVAE"] = (steps, elbo)
+  if FLAGS.vae_model_dir:
+    progress("VAE baseline")
+    vae, vae_config, _, vae_step = load_run(FLAGS.vae_model_dir)
+    vae_elbo = evaluation.test_elbo(vae, num_sprites, FLAGS.elbo_scenes, seed + 1)
+    results["vae_baseline"] = {"model_dir": FLAGS.vae_model_dir, "step": vae_step,
+                               "test_elbo": vae_elbo,
+                               "mvae_minus_vae_elbo": results["test_elbo"]["elbo"]
+                                                      - vae_elbo["elbo"]}
+    written["vae_traversals.png"] = figures.traversals(
+        vae, busiest, dims=range(vae_config.latent_dim),
+        title="VAE latent traversals (paper Fig. 5)")
+    steps, elbo = tb_logs.read_scalars(FLAGS.vae_model_dir, "train/elbo")
+    if len(steps):
+      curves["VAE"] = (steps, elbo)
+  if curves:
+    written["training_curves.png"] = figures.training_curves(curves)
+  for name, fig in written.items():
+    if FLAGS.tensorboard:
+      fig.canvas.draw()
+      pixels = np.asarray(fig.canvas.buffer_rgba())[..., :3]
+    figures.save(fig, os.path.join(FLAGS.output_dir, name))
+    if FLAGS.tensorboard:
+      with tf.summary.create_file_writer(os.path.join(FLAGS.output_dir, "tensorboard")
+                                         ).as_default():
+        tf.summary.image(name[:-4], pixels[None], step=step)
+  results["figures"] = sorted(written)
+  if FLAGS.tensorboard:
+    with tf.summary.create_file_writer(os.path.join(FLAGS.output_dir, "tensorboard")
+                                       ).as_default():
+      for key, value in [("test/elbo", results["test_elbo"]["elbo"]),
+                         ("test/nll", results["test_elbo"]["nll"]),
+                         ("test/count_accuracy",
+                          results["object_counting"]["test"]["accuracy"]),
+                         ("test/fg_ari", results["segmentation"]["fg_ari"]),
+                         ("test/exchange_success",
+                          results["entity_exchange"]["success_rate"])]:
+        tf.summary.scalar(key, value, step=step)
+  config.write_json_atomic(os.path.join(FLAGS.output_dir, "metrics.json"), results)
+  print(json.dumps({"test_elbo": results["test_elbo"]["elbo"],
+                    "count_accuracy": results["object_counting"]["test"]["accuracy"],
+                    "fg_ari": results["segmentation"]["fg_ari"],
+                    "exchange_success": results["entity_exchange"]["success_rate"]}))
+  print(f"Wrote {len(written)} figures and metrics.json to {FLAGS.output_dir}", flush=True)
+
+
+if __name__ == "__main__":
+  app.run(main)
