@@ -27,33 +27,18 @@ FLAGS = flags.FLAGS
 
 def main(argv):
   del argv
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from mvae_tf import checkpoints, config, counting, kl_maps  # pylint: disable=g-import-not-at-top
+  from mvae_tf import checkpoints, config, evaluation  # pylint: disable=g-import-not-at-top
   try:
     model, model_config, train_config, step = checkpoints.restore_model(FLAGS.model_dir)
   except (checkpoints.CheckpointError, config.ConfigError) as e:
     print(f"count_objects.py: error: {e}", file=sys.stderr)
     sys.exit(2)
-  encode = tf.function(model.encode)
-  sprites, prob = train_config.num_sprites, train_config.presence_prob
-  search_maps, search_counts = kl_maps.scene_kl_maps(
-      encode, sprites, FLAGS.search_scenes, FLAGS.search_seed, prob)
-  threshold, search_accuracy = counting.search_threshold(search_maps, search_counts)
-  test_maps, test_counts = kl_maps.scene_kl_maps(
-      encode, sprites, FLAGS.test_scenes, FLAGS.test_seed, prob)
-  predicted = counting.predicted_counts(test_maps, threshold)
-  result = {
-      "model_dir": FLAGS.model_dir, "step": step, "num_sprites": sprites,
-      "grid": model_config.grid_size, "threshold": threshold,
-      "search": {"scenes": FLAGS.search_scenes, "seed": FLAGS.search_seed,
-                 "accuracy": search_accuracy},
-      "test": {"scenes": FLAGS.test_scenes, "seed": FLAGS.test_seed,
-               "accuracy": float((predicted == test_counts).mean()),
-               "confusion_true_by_predicted": counting.confusion_matrix(
-                   test_counts, predicted, sprites).tolist()},
-  }
-  text = json.dumps(result, indent=2)
-  print(text)
+  result = {"model_dir": FLAGS.model_dir, "step": step,
+            "num_sprites": train_config.num_sprites, "grid": model_config.kl_map_size}
+  result.update(evaluation.object_counting(
+      evaluation.Codec.from_model(model), train_config.num_sprites, FLAGS.search_scenes,
+      FLAGS.test_scenes, FLAGS.search_seed, FLAGS.test_seed, train_config.presence_prob))
+  print(json.dumps(result, indent=2))
   if FLAGS.output:
     config.write_json_atomic(FLAGS.output, result)
 

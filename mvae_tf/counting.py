@@ -74,8 +74,14 @@ def count_accuracy(kl_maps, counts, threshold):
 
 
 def confusion_matrix(true_counts, predicted, max_count):
-  """[max_count + 1, max_count + 1] matrix; entry (i, j) counts scenes of i objects
-  predicted as j (predictions above max_count are put in the last column)."""
-  matrix = np.zeros([max_count + 1, max_count + 1], np.int64)
-  np.add.at(matrix, (np.asarray(true_counts), np.minimum(predicted, max_count)), 1)
+  """Entry (i, j) counts scenes of i objects predicted as j.
+
+  Rows run over 0..max_count; columns over 0..max(max_count, largest prediction), so that
+  over-counts beyond max_count stay visible and the trace over all scenes is the number
+  counted right.
+  """
+  true_counts, predicted = np.asarray(true_counts), np.asarray(predicted)
+  columns = max(max_count, int(predicted.max(initial=0))) + 1
+  matrix = np.zeros([max_count + 1, columns], np.int64)
+  np.add.at(matrix, (true_counts, predicted), 1)
   return matrix

@@ -13,7 +13,6 @@ import tensorflow as tf
 
 from mvae_tf import counting
 from mvae_tf import data
-from mvae_tf import kl_maps
 from mvae_tf import metrics
 
 EXCHANGE_IOU = 0.5  # An exchange succeeds when the swapped object lands with IoU >= this.
@@ -54,10 +53,10 @@ class Codec:
     """Each object decoded alone: [B, N, D] -> probabilities [B, N, 64, 64, 3]."""
     b, n, d = latents.shape
     logits = self.decode(latents.reshape(b * n, 1, d))  # [B*N, 64, 64, 3]
-    return _sigmoid(logits).reshape(b, n, *logits.shape[1:])
+    return sigmoid(logits).reshape(b, n, *logits.shape[1:])
 
 
-def _sigmoid(x):
+def sigmoid(x):
   return 1.0 / (1.0 + np.exp(-x))
 
 
@@ -74,6 +73,16 @@ def scenes(num_sprites, num_scenes, seed, batch_size=128, presence_prob=0.5):
                                               num_batches=num_batches)):
     keep = min(batch_size, num_scenes - i * batch_size)
     yield {k: v.numpy()[:keep] for k, v in batch.items()}
+
+
+def scene_kl_maps(encode, num_sprites, num_scenes, seed, presence_prob=0.5):
+  """KL maps [num_scenes, H, W] and true counts [num_scenes] of fresh scenes."""
+  maps, counts = [], []
+  for batch in scenes(num_sprites, num_scenes, seed, batch_size=256,
+                      presence_prob=presence_prob):
+    maps.append(np.asarray(encode(batch["image"])["kl_map"]))
+    counts.append(batch["count"])
+  return np.concatenate(maps), np.concatenate(counts)
 
 
 def test_elbo(codec, num_sprites, num_scenes, seed):
@@ -93,10 +102,10 @@ def test_elbo(codec, num_sprites, num_scenes, seed):
 def object_counting(codec, num_sprites, search_scenes, test_scenes, search_seed, test_seed,
                     presence_prob=0.5):
   """Paper 4.3: threshold searched on `search_scenes`, accuracy on `test_scenes`."""
-  search_maps, search_counts = kl_maps.scene_kl_maps(
+  search_maps, search_counts = scene_kl_maps(
       codec.encode, num_sprites, search_scenes, search_seed, presence_prob)
   threshold, search_accuracy = counting.search_threshold(search_maps, search_counts)
-  test_maps, test_counts = kl_maps.scene_kl_maps(
+  test_maps, test_counts = scene_kl_maps(
       codec.encode, num_sprites, test_scenes, test_seed, presence_prob)
   predicted = counting.predicted_counts(test_maps, threshold)
   return {
@@ -149,8 +158,8 @@ def entity_exchange(codec, num_sprites, num_pairs, seed):
     b = {k: v[half:2 * half] for k, v in batch.items()}
     z_a, z_b = codec.encode(a["image"])["loc"], codec.encode(b["image"])["loc"]
     swapped = np.concatenate([z_a[:, :1], z_b[:, 1:]], axis=1)  # [P, N, D]
-    with_object = _sigmoid(codec.decode(swapped))
-    without = _sigmoid(codec.decode(z_b[:, 1:])) if z_b.shape[1] > 1 else 0 * with_object
+    with_object = sigmoid(codec.decode(swapped))
+    without = sigmoid(codec.decode(z_b[:, 1:])) if z_b.shape[1] > 1 else 0 * with_object
     landed = np.abs(with_object - without).max(axis=-1) > MASK_LEVEL  # [P, 64, 64]
     solo = _object_mask(codec.solo_decodes(z_a[:, :1])[:, 0])  # [P, 64, 64]
     for i in range(half):
@@ -180,7 +189,7 @@ def sequential_decoding(codec, num_sprites, num_scenes, seed):
     for k in range(1, codec.num_objects + 1):
       logits = codec.decode(loc[:, :k])
       nll[k - 1] += bernoulli_nll(batch["image"], logits).sum()
-      probs = _sigmoid(logits)
+      probs = sigmoid(logits)
       if previous is not None:
         changes[k - 1] += np.abs(probs - previous).mean(axis=(1, 2, 3)).sum()
       previous = probs

@@ -45,9 +45,9 @@ def save(fig, path):
 def reconstructions_and_samples(codec, images, rng):
   """Fig. 6: inputs, reconstructions from the posterior means, samples from the prior."""
   encoded = codec.encode(images)
-  recon = evaluation._sigmoid(codec.decode(encoded["loc"]))  # pylint: disable=protected-access
+  recon = evaluation.sigmoid(codec.decode(encoded["loc"]))
   z = rng.standard_normal((len(images), codec.num_objects, codec.latent_dim))
-  samples = evaluation._sigmoid(codec.decode(z))  # pylint: disable=protected-access
+  samples = evaluation.sigmoid(codec.decode(z))
   return image_grid([list(images), list(recon), list(samples)],
                     ["data", "reconstruction", "prior sample"],
                     title="Reconstructions and samples (paper Fig. 6)")
@@ -65,7 +65,7 @@ def entity_exchange(codec, images_a, images_b):
   z_a, z_b = codec.encode(images_a)["loc"], codec.encode(images_b)["loc"]
   swap_a = np.concatenate([z_b[:, :1], z_a[:, 1:]], axis=1)
   swap_b = np.concatenate([z_a[:, :1], z_b[:, 1:]], axis=1)
-  sig = evaluation._sigmoid  # pylint: disable=protected-access
+  sig = evaluation.sigmoid
   rows = [list(images_a), list(images_b), list(sig(codec.decode(z_a))),
           list(sig(codec.decode(z_b))), list(sig(codec.decode(swap_a))),
           list(sig(codec.decode(swap_b)))]
@@ -77,7 +77,7 @@ def entity_exchange(codec, images_a, images_b):
 def sequential_decoding(codec, images):
   """Fig. 4b: decode objects one at a time in descending KL."""
   loc = codec.encode(images)["loc"]
-  sig = evaluation._sigmoid  # pylint: disable=protected-access
+  sig = evaluation.sigmoid
   rows = [[image] + [sig(codec.decode(loc[i:i + 1, :k]))[0]
                      for k in range(1, codec.num_objects + 1)]
           for i, image in enumerate(images)]
@@ -96,7 +96,7 @@ def traversals(codec, image, dims=None, title="Within-object traversals (paper F
   for d in dims:
     latents = np.repeat(loc[None], len(TRAVERSAL_VALUES), axis=0)  # [T, N, D]
     latents[:, 0, d] = TRAVERSAL_VALUES
-    rows.append(list(evaluation._sigmoid(codec.decode(latents))))  # pylint: disable=protected-access
+    rows.append(list(evaluation.sigmoid(codec.decode(latents))))
   return image_grid(rows, [f"dim {d}" for d in dims],
                     [f"{v:+.2f}" for v in TRAVERSAL_VALUES], title=title)
 

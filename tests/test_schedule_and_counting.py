@@ -60,3 +60,6 @@ def test_count_accuracy_and_confusion_of_a_planted_map():
   expected = np.zeros((4, 4), int)
   expected[2, 2] = expected[1, 0] = expected[3, 3] = 1
   np.testing.assert_array_equal(matrix, expected)
+  # An over-count beyond max_count gets its own column, off the diagonal.
+  wide = counting.confusion_matrix([3, 1], [5, 1], 3)
+  assert wide.shape == (4, 6) and wide[3, 5] == 1 and np.trace(wide) == 1
