@@ -5,6 +5,9 @@ import os
 import subprocess
 import sys
 
+import numpy as np
+import pytest
+
 from mvae_tf import config, training
 from strategies import strategy
 
@@ -20,10 +23,17 @@ def _train(model_dir, model_config):
                  log=lambda _: None)
 
 
-def test_evaluate_writes_every_figure_and_key(tmp_path):
-  mvae_dir, vae_dir, out = (str(tmp_path / n) for n in ("mvae", "vae", "out"))
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+  mvae_dir, vae_dir = (str(tmp_path_factory.mktemp(n)) for n in ("mvae", "vae"))
   _train(mvae_dir, config.ModelConfig("mvae", num_objects=3, latent_dim=4))
   _train(vae_dir, config.ModelConfig("vae", num_objects=1, latent_dim=6))
+  return mvae_dir, vae_dir
+
+
+def test_evaluate_writes_every_figure_and_key(tmp_path, runs):
+  mvae_dir, vae_dir = runs
+  out = str(tmp_path / "out")
   result = subprocess.run(
       [sys.executable, os.path.join(ROOT, "evaluate.py"), f"--model_dir={mvae_dir}",
        f"--vae_model_dir={vae_dir}", f"--output_dir={out}", "--tensorboard", *SMALL],
@@ -59,3 +69,20 @@ def test_evaluate_flag_errors(tmp_path):
                             capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert result.returncode != 0 and message in result.stderr, result.stderr[-2000:]
     assert "Traceback" not in result.stderr
+
+
+def test_count_objects_reports_the_protocol(tmp_path, runs):
+  mvae_dir, _ = runs
+  output = tmp_path / "count.json"
+  result = subprocess.run(
+      [sys.executable, os.path.join(ROOT, "count_objects.py"), f"--model_dir={mvae_dir}",
+       "--search_scenes=64", "--test_scenes=96", "--search_seed=5", "--test_seed=6",
+       f"--output={output}"], capture_output=True, text=True, timeout=300, cwd=ROOT)
+  assert result.returncode == 0, result.stderr[-2000:]
+  counted = json.loads(output.read_text())
+  assert counted == json.loads(result.stdout)
+  assert (counted["search"]["scenes"], counted["test"]["scenes"]) == (64, 96)
+  assert (counted["search"]["seed"], counted["test"]["seed"]) == (5, 6)
+  matrix = np.array(counted["test"]["confusion_true_by_predicted"])
+  assert matrix.sum() == 96 and matrix.shape[0] == 3  # Counts 0..2 of 2 sprite slots.
+  assert np.trace(matrix) / 96 == pytest.approx(counted["test"]["accuracy"])
