@@ -198,6 +198,11 @@ class _StopFlag:
       signal.signal(sig, handler)
 
 
+def _means(metrics):
+  """Mean nll, kl and loss over a list of per-step metric dicts."""
+  return {k: float(np.mean([m[k] for m in metrics])) for k in ("nll", "kl", "loss")}
+
+
 def _format_duration(seconds):
   seconds = int(seconds)
   days, seconds = divmod(seconds, 86400)
@@ -266,7 +271,7 @@ def train(model_config, train_config, model_dir, strategy=None, options=LoopOpti
   log(f"Training {model_config.model} on {strategy.num_replicas_in_sync} replica(s) from step "
       f"{start_step} to {total}: global batch {train_config.batch_size}.")
   step = start_step
-  pending = []
+  since_summary, since_log = [], []  # Each step's metrics since the last summary / log.
   last_log = last_ckpt = time.time()
   images_since_log = 0
   with _StopFlag() as stop, writer.as_default():
@@ -274,10 +279,11 @@ def train(model_config, train_config, model_dir, strategy=None, options=LoopOpti
       metrics = trainer.train_step(next(iterator))
       step += 1
       images_since_log += train_config.batch_size
-      pending.append(metrics)
+      since_summary.append(metrics)
+      since_log.append(metrics)
       if step % options.summary_every_steps == 0 or step == total:
-        means = {k: float(np.mean([m[k] for m in pending[-options.summary_every_steps:]]))
-                 for k in ("nll", "kl", "loss")}
+        means = _means(since_summary)
+        since_summary = []
         for name, value in means.items():
           tf.summary.scalar(f"train/{name}", value, step=step)
         tf.summary.scalar("train/elbo", -means["loss"], step=step)
@@ -291,13 +297,13 @@ def train(model_config, train_config, model_dir, strategy=None, options=LoopOpti
       now = time.time()
       if now - last_log >= options.log_every_secs or step == total:
         rate = images_since_log / (now - last_log)
-        means = {k: float(np.mean([m[k] for m in pending])) for k in ("nll", "kl", "loss")}
+        means = _means(since_log)
         eta = (total - step) * train_config.batch_size / max(rate, 1e-9)
         tf.summary.scalar("train/images_per_second", rate, step=step)
         log(f"step {step}/{total} | {rate:.1f} img/s | ETA {_format_duration(eta)} | "
             f"loss {means['loss']:.2f} (nll {means['nll']:.2f}, kl {means['kl']:.2f}) | "
             f"lr {float(trainer.learning_rate(step)):.2e}")
-        pending, images_since_log, last_log = [], 0, now
+        since_log, images_since_log, last_log = [], 0, now
         writer.flush()
       if now - last_ckpt >= options.checkpoint_every_secs:
         manager.save(checkpoint_number=step)

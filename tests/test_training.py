@@ -100,6 +100,16 @@ def test_resumed_run_equals_an_uninterrupted_run(tmp_path):
   assert training.train(MODEL, _train_config(train_steps=5, **settings), split, strategy,
                         QUIET, log=lines.append) == 5
   assert "nothing to do" in lines[-1] and sorted(os.listdir(split)) == before
+  # TensorBoard scalars every 2 steps and at the end, each averaged over its own window.
+  from mvae_tf import tb_logs
+  steps, rates = tb_logs.read_scalars(whole, "train/learning_rate")
+  np.testing.assert_array_equal(steps, [2, 4, 5])
+  np.testing.assert_allclose(rates, 1e-3, rtol=1e-6)
+  _, elbo = tb_logs.read_scalars(whole, "train/elbo")
+  _, nll = tb_logs.read_scalars(whole, "train/nll")
+  _, kl = tb_logs.read_scalars(whole, "train/kl")
+  np.testing.assert_allclose(elbo, -(nll + kl), rtol=1e-5)
+  assert np.all(nll > 0) and np.all(kl >= 0)
   names = os.listdir(split)
   assert "config.json" in names and any(n.startswith("events.out.tfevents") for n in names)
   with open(os.path.join(split, "config.json")) as f:
