@@ -5,7 +5,6 @@ import os
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from mvae_tf import config, training
 from strategies import strategy as _strategy
