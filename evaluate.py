@@ -143,19 +143,18 @@ def main(argv):
       curves["VAE"] = (steps, elbo)
   if curves:
     written["training_curves.png"] = figures.training_curves(curves)
+  writer = (tf.summary.create_file_writer(os.path.join(FLAGS.output_dir, "tensorboard"))
+            if FLAGS.tensorboard else None)
   for name, fig in written.items():
-    if FLAGS.tensorboard:
+    if writer:
       fig.canvas.draw()
       pixels = np.asarray(fig.canvas.buffer_rgba())[..., :3]
-    figures.save(fig, os.path.join(FLAGS.output_dir, name))
-    if FLAGS.tensorboard:
-      with tf.summary.create_file_writer(os.path.join(FLAGS.output_dir, "tensorboard")
-                                         ).as_default():
+      with writer.as_default():
         tf.summary.image(name[:-4], pixels[None], step=step)
+    figures.save(fig, os.path.join(FLAGS.output_dir, name))
   results["figures"] = sorted(written)
-  if FLAGS.tensorboard:
-    with tf.summary.create_file_writer(os.path.join(FLAGS.output_dir, "tensorboard")
-                                       ).as_default():
+  if writer:
+    with writer.as_default():
       for key, value in [("test/elbo", results["test_elbo"]["elbo"]),
                          ("test/nll", results["test_elbo"]["nll"]),
                          ("test/count_accuracy",
@@ -164,6 +163,7 @@ def main(argv):
                          ("test/exchange_success",
                           results["entity_exchange"]["success_rate"])]:
         tf.summary.scalar(key, value, step=step)
+    writer.flush()
   config.write_json_atomic(os.path.join(FLAGS.output_dir, "metrics.json"), results)
   print(json.dumps({"test_elbo": results["test_elbo"]["elbo"],
                     "count_accuracy": results["object_counting"]["test"]["accuracy"],

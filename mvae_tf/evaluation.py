@@ -13,6 +13,7 @@ import tensorflow as tf
 
 from mvae_tf import counting
 from mvae_tf import data
+from mvae_tf import losses
 from mvae_tf import metrics
 
 EXCHANGE_IOU = 0.5  # An exchange succeeds when the swapped object lands with IoU >= this.
@@ -29,14 +30,13 @@ class Codec:
 
   @classmethod
   def from_model(cls, model):
-    dim = model.config.latent_dim
+    num_objects, dim = model.config.num_objects, model.config.latent_dim
     encode = tf.function(model.encode,
                          input_signature=[tf.TensorSpec([None, 64, 64, 3], tf.float32)])
     decode = tf.function(model.decode,
                          input_signature=[tf.TensorSpec([None, None, dim], tf.float32)])
     return cls(lambda x: {k: v.numpy() for k, v in encode(tf.constant(x)).items()},
-               lambda z: decode(tf.constant(z, tf.float32)).numpy(),
-               model.config.num_objects, model.config.latent_dim)
+               lambda z: decode(tf.constant(z, tf.float32)).numpy(), num_objects, dim)
 
   @classmethod
   def from_saved_model(cls, path):
@@ -61,9 +61,9 @@ def sigmoid(x):
 
 
 def bernoulli_nll(images, logits):
-  """-log p(x | z) per image, summed over pixels and channels (numerically stable)."""
-  per_value = np.maximum(logits, 0) - logits * images + np.log1p(np.exp(-np.abs(logits)))
-  return per_value.reshape(len(images), -1).sum(axis=1)
+  """`losses.bernoulli_nll` on numpy arrays: [B, 64, 64, 3] x 2 -> [B]."""
+  return losses.bernoulli_nll(tf.constant(images, tf.float32),
+                              tf.constant(logits, tf.float32)).numpy()
 
 
 def scenes(num_sprites, num_scenes, seed, batch_size=128, presence_prob=0.5):
