@@ -57,7 +57,8 @@ class Codec:
 
 
 def sigmoid(x):
-  return 1.0 / (1.0 + np.exp(-x))
+  """The logistic function on numpy arrays, as exp(-log(1 + exp(-x))): no overflow for any x."""
+  return np.exp(-np.logaddexp(0.0, -np.asarray(x, np.float32)))
 
 
 def bernoulli_nll(images, logits):

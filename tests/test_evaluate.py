@@ -86,3 +86,17 @@ def test_count_objects_reports_the_protocol(tmp_path, runs):
   matrix = np.array(counted["test"]["confusion_true_by_predicted"])
   assert matrix.sum() == 96 and matrix.shape[0] == 3  # Counts 0..2 of 2 sprite slots.
   assert np.trace(matrix) / 96 == pytest.approx(counted["test"]["accuracy"])
+
+
+def test_numpy_sigmoid_matches_tf_without_overflow():
+  import warnings
+
+  import tensorflow as tf
+
+  from mvae_tf import evaluation
+  logits = np.array([-1e4, -90.0, -50.0, -1.0, 0.0, 1.0, 50.0, 1e4], np.float32)
+  with warnings.catch_warnings():
+    warnings.simplefilter("error")  # 1 / (1 + exp(-x)) warned of overflow at x = -1e4.
+    probs = evaluation.sigmoid(logits)
+  np.testing.assert_allclose(probs, tf.sigmoid(logits).numpy(), rtol=1e-6, atol=1e-30)
+  assert probs.dtype == np.float32 and probs[2] > 0  # tiny likelihoods keep their order.
