@@ -1,62 +1,259 @@
-r"""Throughput of the input pipeline against training, on this machine.
+r"""How fast mvae_tf trains and serves on this machine, against the machine's own limit.
 
-  python benchmark.py [--num_sprites=8] [--batch_size=64] [--steps=30]
+  python benchmark.py [--json=b.json] [--quick]
 
-Prints images/s for: the tf.data pipeline alone, a training step (MirroredStrategy on the
-CPU or all GPUs; data included), and `encode` (inference). The pipeline must outpace
-training by 10x or more so that it never holds training back.
+Measures, in one process and after warm-up, each figure the median of several repeats:
+  * the machine: CPU model and flags, cores, TF version, oneDNN on or off, GPUs;
+  * a large square matmul, fp32 (and bfloat16 where the hardware has bf16 units): the
+    machine's practical FLOP rate;
+  * the full training step (forward, backward, Adam) at 3 and 8 sprites (N = sprites + 2),
+    batch 64, on one cached batch so that the step alone is timed, in fp32 and, where offered,
+    mixed_bfloat16: images/s, GFLOP/s from the analytic count (mvae_tf/flops.py) and that rate
+    as a fraction of the same run's fp32 matmul;
+  * the input pipeline's images/s and its ratio to the fastest training figure (it must stay
+    >= 10 so that data never holds training back);
+  * serving: `encode` and `decode` through a freshly exported SavedModel loaded with
+    tf.saved_model.load (latency at batch 1, throughput at batch 256), beside the live Keras
+    model's;
+  * the process's peak resident memory.
+
+Prints a table; --json also writes every figure (written to a temporary name, then renamed).
+--quick runs tiny sizes (for the test suite): its figures mean nothing.
 """
 
 import os
+import resource
+import sys
+import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # oneDNN kernels on every CPU (README).
 
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 
-flags.DEFINE_integer("num_sprites", 8, "Sprite slots per scene.")
-flags.DEFINE_integer("batch_size", 64, "Global batch.")
-flags.DEFINE_integer("steps", 30, "Timed steps (after warm-up).")
-flags.DEFINE_integer("num_pooling", 4, "Encoder pooling layers.")
+flags.DEFINE_string("json", None, "Also write the figures to this JSON file.")
+flags.DEFINE_bool("quick", False, "Tiny sizes and few repeats, to check that it runs.")
+flags.DEFINE_list("sprites", ["3", "8"], "Sprite counts to time training at.")
 FLAGS = flags.FLAGS
 
+# Precision names in the JSON keys, as the issue that asked for them spells them.
+_PRECISION_KEYS = {"float32": "fp32", "mixed_bfloat16": "mixed_bfloat16"}
 
-def _rate(fn, steps, batch_size, warmup=3):
+
+class Sizes:
+  """What a full or a --quick run measures."""
+
+  def __init__(self, quick):
+    self.batch = 4 if quick else 64
+    self.matmul = 256 if quick else 2048
+    self.repeats = 2 if quick else 7
+    self.steps = 2 if quick else 10  # training steps per repeat
+    self.warmup = 1 if quick else 5
+    self.latency_calls = 5 if quick else 200
+    self.serving_batch = 8 if quick else 256
+
+
+def _median_rate(fn, work, repeats, warmup):
+  """Median of `work / seconds` over `repeats` timed calls of `fn`, after `warmup` calls."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
   for _ in range(warmup):
     fn()
-  start = time.perf_counter()
-  for _ in range(steps):
+  rates = []
+  for _ in range(repeats):
+    start = time.perf_counter()
     fn()
-  return steps * batch_size / (time.perf_counter() - start)
+    rates.append(work / (time.perf_counter() - start))
+  return float(np.median(rates))
+
+
+def matmul_gflops(dtype, size, repeats):
+  """GFLOP/s of a [size, size] x [size, size] matmul in `dtype`."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  a = tf.cast(tf.random.stateless_normal([size, size], seed=[1, 2]), dtype)
+  matmul = tf.function(lambda x: tf.matmul(x, x))
+  return _median_rate(lambda: matmul(a).numpy(), 2 * size**3 / 1e9, repeats, warmup=2)
+
+
+def training_rate(num_sprites, precision, sizes):
+  """Images/s of the full training step on one cached batch."""
+  from mvae_tf import config, training  # pylint: disable=g-import-not-at-top
+  model_config = config.ModelConfig(num_objects=num_sprites + 2)
+  train_config = config.TrainConfig(num_sprites=num_sprites, batch_size=sizes.batch,
+                                    precision=precision)
+  trainer = training.Trainer(model_config, train_config, training.make_strategy())
+  dataset = training.training_dataset(model_config, train_config).take(1).cache().repeat()
+  batch = next(iter(trainer.distribute(dataset)))
+
+  def steps():
+    for _ in range(sizes.steps):
+      metrics = trainer.train_step(batch)
+    float(metrics["loss"])  # Waits for the last step.
+
+  return _median_rate(steps, sizes.steps * sizes.batch, sizes.repeats, sizes.warmup)
+
+
+def data_rate(num_sprites, sizes):
+  """Images/s of the tf.data pipeline alone (rendering, batching, noise)."""
+  from mvae_tf import config, training  # pylint: disable=g-import-not-at-top
+  model_config = config.ModelConfig(num_objects=num_sprites + 2)
+  train_config = config.TrainConfig(num_sprites=num_sprites, batch_size=sizes.batch)
+  iterator = iter(training.training_dataset(model_config, train_config))
+  batches = 10 * sizes.steps
+
+  def take():
+    for _ in range(batches):
+      next(iterator)["image"].numpy()
+
+  return _median_rate(take, batches * sizes.batch, sizes.repeats, warmup=1)
+
+
+def _latency_and_throughput(fn, single, batched, sizes):
+  """p50 and p99 milliseconds of `fn(single)`, and images/s of `fn(batched)`."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  for _ in range(3):
+    fn(single)
+  times = []
+  for _ in range(sizes.latency_calls):
+    start = time.perf_counter()
+    fn(single)
+    times.append(1e3 * (time.perf_counter() - start))
+  rate = _median_rate(lambda: fn(batched), sizes.serving_batch, sizes.repeats, warmup=1)
+  return {"p50_ms": float(np.percentile(times, 50)), "p99_ms": float(np.percentile(times, 99)),
+          "batch256_images_per_sec": rate}
+
+
+def serving_figures(sizes):
+  """encode/decode through a fresh SavedModel export, and the live Keras model beside it."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from mvae_tf import config, export, model as model_lib  # pylint: disable=g-import-not-at-top
+  model_config = config.ModelConfig(num_objects=5)
+  model = model_lib.build_model(model_config)
+  rng = np.random.RandomState(0)
+  images = {n: tf.constant(rng.rand(n, 64, 64, 3).astype(np.float32))
+            for n in (1, sizes.serving_batch)}
+  latents = {n: tf.constant(rng.randn(n, 5, model_config.latent_dim).astype(np.float32))
+             for n in (1, sizes.serving_batch)}
+  live = {"encode": tf.function(model.encode), "decode": tf.function(model.decode)}
+  figures = {}
+  with tempfile.TemporaryDirectory() as tmp:
+    path = os.path.join(tmp, "1")
+    export.write_saved_model(model, 0, path)
+    loaded = tf.saved_model.load(path).signatures
+    served = {"encode": lambda x: loaded["encode"](images=x)["kl_map"].numpy(),
+              "decode": lambda z: loaded["decode"](latents=z)["logits"].numpy()}
+    for name, inputs in (("encode", images), ("decode", latents)):
+      figures[name] = _latency_and_throughput(served[name], inputs[1],
+                                              inputs[sizes.serving_batch], sizes)
+      live_fn = live[name]
+      live_figures = _latency_and_throughput(
+          lambda x, fn=live_fn: tf.nest.map_structure(lambda t: t.numpy(), fn(x)),
+          inputs[1], inputs[sizes.serving_batch], sizes)
+      figures[name].update({f"live_{k}": v for k, v in live_figures.items()})
+  figures["batch"] = sizes.serving_batch
+  return figures
+
+
+def run(sizes, sprite_counts, log):
+  """Every figure, as the nested dict that --json writes."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from mvae_tf import config, flops, machine  # pylint: disable=g-import-not-at-top
+  facts = {**machine.cpu_facts(), **machine.tensorflow_facts()}
+  bf16_hardware = bool(facts["gpus"]) or machine.cpu_has_bfloat16_units()
+  precisions = ["float32"] + (["mixed_bfloat16"] if bf16_hardware else [])
+  log(f"machine: {facts}")
+  results = {"machine": facts, "batch_size": sizes.batch, "quick": FLAGS.quick}
+
+  results["matmul_gflops"] = {"fp32": matmul_gflops(tf.float32, sizes.matmul, sizes.repeats)}
+  if bf16_hardware:
+    results["matmul_gflops"]["bfloat16"] = matmul_gflops(tf.bfloat16, sizes.matmul,
+                                                         sizes.repeats)
+  log(f"matmul {sizes.matmul}^2: {results['matmul_gflops']}")
+
+  results["flops_per_image"], results["train"] = {}, {}
+  for num_sprites in sprite_counts:
+    per_image = flops.training_flops_per_image(config.ModelConfig(num_objects=num_sprites + 2))
+    results["flops_per_image"][str(num_sprites)] = per_image
+    by_precision = results["train"][str(num_sprites)] = {}
+    for precision in precisions:
+      rate = training_rate(num_sprites, precision, sizes)
+      gflops = rate * per_image / 1e9
+      by_precision[_PRECISION_KEYS[precision]] = {
+          "images_per_sec": rate, "gflops": gflops,
+          "fraction_of_matmul": gflops / results["matmul_gflops"]["fp32"]}
+      log(f"train {num_sprites} sprites {precision}: {rate:.1f} img/s")
+
+  fastest = max(figures["images_per_sec"] for by_precision in results["train"].values()
+                for figures in by_precision.values())
+  data_sprites = max(sprite_counts)
+  rate = data_rate(data_sprites, sizes)
+  results["data"] = {"images_per_sec": rate, "ratio_to_training": rate / fastest,
+                     "num_sprites": data_sprites}
+  log(f"data pipeline: {rate:.1f} img/s")
+
+  results["serving"] = serving_figures(sizes)
+  results["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+  return results
+
+
+def format_table(results):
+  """The figures as readable lines."""
+  facts = results["machine"]
+  flags_on = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if facts[f]]
+  lines = [
+      f"machine: {facts['cpu_model']}, {facts['logical_cores']} logical cores, "
+      f"flags {' '.join(flags_on) or 'none'}; TF {facts['tensorflow']}, oneDNN "
+      f"{'on' if facts['onednn'] else 'off'}, GPUs: {', '.join(facts['gpus']) or 'none'}",
+      "matmul: " + ", ".join(f"{k} {v:.1f} GFLOP/s"
+                             for k, v in results["matmul_gflops"].items()),
+      f"training step, batch {results['batch_size']} (one cached batch; step only):",
+      f"  {'sprites':>7} {'precision':>15} {'img/s':>9} {'GFLOP/s':>9} {'of matmul':>9} "
+      f"{'GFLOP/img':>9}"]
+  for sprites, by_precision in results["train"].items():
+    for precision, figures in by_precision.items():
+      lines.append(f"  {sprites:>7} {precision:>15} {figures['images_per_sec']:9.1f} "
+                   f"{figures['gflops']:9.1f} {figures['fraction_of_matmul']:9.2f} "
+                   f"{results['flops_per_image'][sprites] / 1e9:9.3f}")
+  data = results["data"]
+  lines.append(f"data pipeline ({data['num_sprites']} sprites): "
+               f"{data['images_per_sec']:.1f} img/s = {data['ratio_to_training']:.1f}x the "
+               "fastest training step")
+  serving = results["serving"]
+  lines.append(f"serving (N=5): {'':8} {'p50 ms':>8} {'p99 ms':>8} "
+               f"{'img/s @' + str(serving['batch']):>12}")
+  for name in ("encode", "decode"):
+    figures = serving[name]
+    for label, prefix in (("SavedModel", ""), ("live Keras", "live_")):
+      lines.append(f"  {name:>6} {label:>12} {figures[prefix + 'p50_ms']:8.2f} "
+                   f"{figures[prefix + 'p99_ms']:8.2f} "
+                   f"{figures[prefix + 'batch256_images_per_sec']:12.1f}")
+  lines.append(f"peak RSS: {results['peak_rss_mb']:.0f} MB")
+  return "\n".join(lines)
 
 
 def main(argv):
-  del argv
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from mvae_tf import config, data, training  # pylint: disable=g-import-not-at-top
-  model_config = config.ModelConfig(num_objects=FLAGS.num_sprites + 2,
-                                    num_pooling=FLAGS.num_pooling)
-  train_config = config.TrainConfig(num_sprites=FLAGS.num_sprites,
-                                    batch_size=FLAGS.batch_size)
-  pipeline = iter(data.make_dataset(FLAGS.num_sprites, FLAGS.batch_size, seed=0))
-  data_rate = _rate(lambda: next(pipeline)["image"].numpy(), 10 * FLAGS.steps,
-                    FLAGS.batch_size)
-  trainer = training.Trainer(model_config, train_config, training.make_strategy())
-  batches = iter(trainer.distribute(training.training_dataset(model_config, train_config)))
-  train_rate = _rate(lambda: float(trainer.train_step(next(batches))["loss"]), FLAGS.steps,
-                     FLAGS.batch_size)
-  encode = tf.function(trainer.model.encode)
-  images = next(pipeline)["image"]
-  encode_rate = _rate(lambda: encode(images)["kl_map"].numpy(), FLAGS.steps,
-                      FLAGS.batch_size)
-  print(f"num_sprites={FLAGS.num_sprites} batch={FLAGS.batch_size} "
-        f"replicas={trainer.strategy.num_replicas_in_sync} "
-        f"grid={model_config.grid_size}x{model_config.grid_size} N={model_config.num_objects}")
-  print(f"data pipeline: {data_rate:9.1f} images/s")
-  print(f"training step: {train_rate:9.1f} images/s")
-  print(f"encode:        {encode_rate:9.1f} images/s")
-  print(f"pipeline / training: {data_rate / train_rate:.1f}x")
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+  try:
+    sprite_counts = [int(s) for s in FLAGS.sprites]
+    if not sprite_counts or min(sprite_counts) < 1:
+      raise ValueError
+  except ValueError:
+    print(f"benchmark.py: error: --sprites must be integers >= 1; received {FLAGS.sprites}",
+          file=sys.stderr)
+    sys.exit(2)
+  if FLAGS.json and not os.path.isdir(os.path.dirname(os.path.abspath(FLAGS.json))):
+    print(f"benchmark.py: error: --json {FLAGS.json!r}: its directory does not exist",
+          file=sys.stderr)
+    sys.exit(2)
+  results = run(Sizes(FLAGS.quick), sprite_counts, log=lambda line: print(line, flush=True))
+  print(format_table(results))
+  if FLAGS.json:
+    from mvae_tf import config  # pylint: disable=g-import-not-at-top
+    config.write_json_atomic(FLAGS.json, results)
+    print(f"wrote {FLAGS.json}")
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import os
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # oneDNN kernels on every CPU (README).
 
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags

@@ -11,6 +11,7 @@ import os
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # oneDNN kernels on every CPU (README).
 
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
@@ -44,6 +45,10 @@ flags.DEFINE_float("final_learning_rate", _TRAIN_DEFAULTS.final_learning_rate,
                    "Rate reached at --train_steps (log-linear annealing).")
 flags.DEFINE_string("model_dir", "/tmp/mvae", "Checkpoints, config.json and TensorBoard.")
 flags.DEFINE_integer("seed", _TRAIN_DEFAULTS.seed, "Seeds data, noise and initial weights.")
+flags.DEFINE_enum("precision", _TRAIN_DEFAULTS.precision, config_lib.PRECISIONS,
+                  "float32, or mixed_bfloat16 to compute the encoder and decoder in "
+                  "bfloat16 (fast only on CPUs with avx512_bf16/amx_bf16, or GPUs). May "
+                  "change when a run resumes.")
 flags.DEFINE_integer("num_cpu_devices", 1,
                      "Without GPUs, split the CPU into this many replicas (for trying "
                      "multi-replica training); ignored when GPUs are visible.")
@@ -70,7 +75,7 @@ def configs_from_flags():
       num_sprites=FLAGS.num_sprites, presence_prob=FLAGS.presence_prob,
       batch_size=FLAGS.batch_size, train_steps=FLAGS.train_steps,
       learning_rate=FLAGS.learning_rate, final_learning_rate=FLAGS.final_learning_rate,
-      seed=FLAGS.seed)
+      seed=FLAGS.seed, precision=FLAGS.precision)
   model_config = config_lib.ModelConfig(
       model=FLAGS.model, num_objects=num_objects, latent_dim=latent_dim,
       aggregation=FLAGS.aggregation, num_pooling=FLAGS.num_pooling)
@@ -83,12 +88,20 @@ def configs_from_flags():
   return model_config, train_config
 
 
+def _fail(error, code):
+  print(f"train.py: error: {error}", file=sys.stderr)
+  sys.exit(code)
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
   try:
     model_config, train_config = configs_from_flags()
-    from mvae_tf import training  # pylint: disable=g-import-not-at-top
+  except config_lib.ConfigError as e:
+    _fail(e, 2)
+  from mvae_tf import training  # pylint: disable=g-import-not-at-top
+  try:
     strategy = training.make_strategy(num_cpu_devices=FLAGS.num_cpu_devices)
     training.check_replicas(train_config, strategy)
     options = training.LoopOptions(
@@ -99,9 +112,9 @@ def main(argv):
     training.train(model_config, train_config, FLAGS.model_dir, strategy, options,
                    log=lambda line: print(line, flush=True))
   except config_lib.ConfigError as e:
-    print(f"train.py: error: {e}", file=sys.stderr)
-    sys.exit(2)
-
+    _fail(e, 2)
+  except training.TrainingDiverged as e:
+    _fail(e, 1)
 
 if __name__ == "__main__":
   app.run(main)

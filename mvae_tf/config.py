@@ -13,6 +13,8 @@ import tempfile
 
 MODELS = ("mvae", "vae")
 AGGREGATIONS = ("max", "sum")
+# Keras dtype policies the model can compute in; variables are float32 in both.
+PRECISIONS = ("float32", "mixed_bfloat16")
 VAE_LATENT_DIM = 60
 CONFIG_FILE = "config.json"
 IMAGE_SIZE = 64
@@ -114,6 +116,9 @@ class TrainConfig:
     train_steps: total optimiser steps; the learning rate anneals over them.
     learning_rate, final_learning_rate: the schedule's ends (log-linear in between).
     seed: seeds the data stream, the reparameterisation noise and the initial weights.
+    precision: "float32", or "mixed_bfloat16" to compute the encoder and decoder in
+      bfloat16 (variables, KL, selection and losses stay float32). It may change when a run
+      resumes.
   """
   num_sprites: int = 8
   presence_prob: float = 0.5
@@ -122,8 +127,12 @@ class TrainConfig:
   learning_rate: float = 1e-3
   final_learning_rate: float = 1e-5
   seed: int = 0
+  precision: str = "float32"
 
   def __post_init__(self):
+    _require(self.precision in PRECISIONS,
+             f"--precision must be one of {', '.join(PRECISIONS)}; "
+             f"received {self.precision!r}")
     try:
       validate_data_args(self.num_sprites, self.batch_size, self.seed,
                               self.presence_prob)
@@ -138,7 +147,7 @@ class TrainConfig:
 
 
 # Settings that may change when a run resumes: they do not change what was learnt so far.
-RESUMABLE_KEYS = frozenset({"train.train_steps"})
+RESUMABLE_KEYS = frozenset({"train.train_steps", "train.precision"})
 
 
 def to_dict(model_config, train_config):

@@ -14,6 +14,8 @@
 import keras
 import tensorflow as tf
 
+from mvae_tf import upsampling
+
 G_DENSE_UNITS = (256, 8 * 8 * 16)
 G_RESHAPE = (8, 8, 16)
 G_FILTERS = (16, 16)
@@ -25,16 +27,19 @@ class ObjectNetwork(keras.layers.Layer):
 
   def __init__(self, **kwargs):
     super().__init__(**kwargs)
+    policy = self.dtype_policy
     # Sub-layers are attributes, not list items: tf.train.Checkpoint follows attributes
     # but not the lists Keras 3 wraps.
-    self.dense1 = keras.layers.Dense(G_DENSE_UNITS[0], activation="elu", name="dense1")
-    self.dense2 = keras.layers.Dense(G_DENSE_UNITS[1], activation="elu", name="dense2")
-    self.reshape = keras.layers.Reshape(G_RESHAPE, name="reshape")
-    self.upsample = keras.layers.UpSampling2D(2, interpolation="bilinear", name="upsample")
+    self.dense1 = keras.layers.Dense(G_DENSE_UNITS[0], activation="elu", name="dense1",
+                                     dtype=policy)
+    self.dense2 = keras.layers.Dense(G_DENSE_UNITS[1], activation="elu", name="dense2",
+                                     dtype=policy)
+    self.reshape = keras.layers.Reshape(G_RESHAPE, name="reshape", dtype=policy)
+    self.upsample = upsampling.BilinearUpsample2x(name="upsample", dtype=policy)
     self.conv1 = keras.layers.Conv2D(G_FILTERS[0], 3, padding="same", activation="elu",
-                                     name="conv1")
+                                     name="conv1", dtype=policy)
     self.conv2 = keras.layers.Conv2D(G_FILTERS[1], 3, padding="same", activation="elu",
-                                     name="conv2")
+                                     name="conv2", dtype=policy)
 
   @property
   def dense(self):
@@ -80,12 +85,13 @@ class Renderer(keras.layers.Layer):
 
   def __init__(self, **kwargs):
     super().__init__(**kwargs)
+    policy = self.dtype_policy
     self.conv1 = keras.layers.Conv2D(H_FILTERS[0], 3, padding="same", activation="elu",
-                                     name="conv1")
-    self.upsample = keras.layers.UpSampling2D(2, interpolation="bilinear", name="upsample")
+                                     name="conv1", dtype=policy)
+    self.upsample = upsampling.BilinearUpsample2x(name="upsample", dtype=policy)
     self.conv2 = keras.layers.Conv2D(H_FILTERS[1], 3, padding="same", activation="elu",
-                                     name="conv2")
-    self.logits = keras.layers.Conv2D(3, 3, padding="same", name="conv3")
+                                     name="conv2", dtype=policy)
+    self.logits = keras.layers.Conv2D(3, 3, padding="same", name="conv3", dtype=policy)
 
   def build(self, input_shape):
     shape = tuple(input_shape)
@@ -106,20 +112,21 @@ class Decoder(keras.layers.Layer):
 
   Args:
     aggregation: "max" or "sum".
+    dtype: the Keras dtype policy of g and h.
 
   Call arguments:
     latents: float32 [B, N, D] for any N >= 1.
 
   Returns:
-    float32 [B, 64, 64, 3] logits.
+    [B, 64, 64, 3] logits in the compute dtype.
   """
 
   def __init__(self, aggregation="max", **kwargs):
     super().__init__(**kwargs)
     aggregate(tf.zeros([1, 1]), aggregation)  # Validates `aggregation` now, not at call.
     self.aggregation = aggregation
-    self.object_network = ObjectNetwork(name="g")
-    self.renderer = Renderer(name="h")
+    self.object_network = ObjectNetwork(name="g", dtype=self.dtype_policy)
+    self.renderer = Renderer(name="h", dtype=self.dtype_policy)
 
   def build(self, input_shape):
     self.object_network.build((None, input_shape[-1]))

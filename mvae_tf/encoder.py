@@ -78,16 +78,20 @@ class CandidateEncoder(keras.layers.Layer):
     latent_dim: D, the size of each candidate's latent.
     num_pooling: how many of the four trunk convs are followed by 2x2 max-pooling; the
       grid is then (64 / 2**num_pooling) on a side.
+    dtype: the Keras dtype policy of every sub-layer ("mixed_bfloat16" computes in bfloat16
+      with float32 variables).
 
   Call arguments:
     images: float32 [B, 64, 64, 3] in [0, 1].
 
   Returns:
-    float32 [B, H, W, 2 * D]: per cell, D means then D log-variances (`split_params`).
+    [B, H, W, 2 * D] in the compute dtype: per cell, D means then D log-variances
+    (`split_params`).
   """
 
-  def __init__(self, latent_dim, num_pooling=3, **kwargs):
+  def __init__(self, latent_dim, num_pooling, **kwargs):
     super().__init__(**kwargs)
+    policy = self.dtype_policy
     self.latent_dim = latent_dim
     self.num_pooling = num_pooling
     # Sub-layers are attributes, not list items: tf.train.Checkpoint follows attributes
@@ -95,16 +99,16 @@ class CandidateEncoder(keras.layers.Layer):
     trunk = []
     for i, filters in enumerate(TRUNK_FILTERS):
       trunk.append(keras.layers.Conv2D(filters, 3, padding="same", activation="elu",
-                                       name=f"conv{i + 1}"))
+                                       name=f"conv{i + 1}", dtype=policy))
       if i < num_pooling:
-        trunk.append(keras.layers.MaxPooling2D(2, name=f"pool{i + 1}"))
+        trunk.append(keras.layers.MaxPooling2D(2, name=f"pool{i + 1}", dtype=policy))
     for layer in trunk:
       setattr(self, layer.name, layer)
     self._trunk_names = tuple(layer.name for layer in trunk)
-    self.add_coords = AddCoords(name="add_coords")
+    self.add_coords = AddCoords(name="add_coords", dtype=policy)
     self.head = keras.layers.Conv2D(HEAD_FILTERS, 3, padding="same", activation="elu",
-                                    name="conv5")
-    self.params = keras.layers.Conv2D(2 * latent_dim, 1, name="conv6")
+                                    name="conv5", dtype=policy)
+    self.params = keras.layers.Conv2D(2 * latent_dim, 1, name="conv6", dtype=policy)
 
   @property
   def trunk(self):

@@ -15,6 +15,12 @@ Both models expose the same interface, which training, export and evaluation rel
   [B, N, D] is the standard-normal eps of the reparameterisation z = mu + sigma * eps, or
   None to decode the posterior means.
 
+Precision. `precision="mixed_bfloat16"` computes the encoder's and the decoder's layers in
+bfloat16 with float32 variables (Keras mixed precision). The model itself stays float32 at
+its edges: images in, and everything that is probability rather than features, the
+posterior parameters, the KL map, the top-k selection, the sample z and the logits, is
+float32, so losses and selection never see bfloat16 rounding of their inputs.
+
 The VAE baseline shares the encoder (with a 24-channel output, as the MVAE's at D=12), then a
 linear map of the flattened grid to one 60-D Gaussian; its decoder is g then h. It presents
 itself as one object (N = 1, D = 60) with a 1x1 `kl_map`.
@@ -45,7 +51,36 @@ def _sample(loc, scale, noise):
   return loc if noise is None else loc + scale * noise
 
 
-class MVAE(keras.Model):
+class _LatentVariableModel(keras.Model):
+  """What the MVAE and the VAE share: float32 edges, `decode` and `call`.
+
+  Subclasses set `self.config`, `self.decoder` and implement `encode`.
+
+  Args:
+    precision: a `config.PRECISIONS` name: the dtype policy of the encoder and decoder.
+  """
+
+  def __init__(self, precision="float32", **kwargs):
+    if precision not in config_lib.PRECISIONS:
+      raise ValueError("Invalid value received for argument `precision`. Expected one of "
+                       f"{config_lib.PRECISIONS}. Received: precision={precision!r}")
+    # The model's own policy is float32 whatever the precision: Keras casts a model's
+    # inputs to its compute dtype, and images, noise and outputs stay float32.
+    super().__init__(dtype="float32", **kwargs)
+    self.precision = precision
+
+  def decode(self, latents):
+    """Latents [B, M, D] -> float32 Bernoulli logits [B, 64, 64, 3]."""
+    return tf.cast(self.decoder(latents), tf.float32)
+
+  def call(self, images, noise=None):
+    outputs = self.encode(images)
+    outputs["latents"] = _sample(outputs["loc"], outputs["scale"], noise)  # [B, N, D]
+    outputs["logits"] = self.decode(outputs["latents"])
+    return outputs
+
+
+class MVAE(_LatentVariableModel):
   """The multi-entity VAE.
 
   Args:
@@ -53,16 +88,18 @@ class MVAE(keras.Model):
     latent_dim: D.
     aggregation: "max" or "sum".
     num_pooling: pooling layers in the encoder; the grid is 64 / 2**num_pooling a side.
+    precision: "float32" or "mixed_bfloat16" (the encoder's and decoder's layers).
   """
 
   def __init__(self, num_objects=5, latent_dim=MVAE_LATENT_DIM, aggregation="max",
-               num_pooling=4, **kwargs):
-    super().__init__(**kwargs)
+               num_pooling=4, precision="float32", **kwargs):
+    super().__init__(precision, **kwargs)
     self.config = config_lib.ModelConfig("mvae", num_objects, latent_dim, aggregation,
                                          num_pooling)
-    self.encoder = encoder_lib.CandidateEncoder(latent_dim, num_pooling, name="encoder")
-    self.top_k = selection.TopKByKL(num_objects, name="top_k_by_kl")
-    self.decoder = decoder_lib.Decoder(aggregation, name="decoder")
+    self.encoder = encoder_lib.CandidateEncoder(latent_dim, num_pooling, name="encoder",
+                                                dtype=precision)
+    self.top_k = selection.TopKByKL(num_objects, name="top_k_by_kl", dtype="float32")
+    self.decoder = decoder_lib.Decoder(aggregation, name="decoder", dtype=precision)
 
   def build(self, input_shape=(None, *IMAGE_SHAPE)):
     self.encoder.build(input_shape)
@@ -71,36 +108,31 @@ class MVAE(keras.Model):
 
   def encode(self, images):
     _check_images(images)
-    loc, scale = encoder_lib.split_params(self.encoder(images))  # [B, H, W, D] each
+    params = tf.cast(self.encoder(images), tf.float32)  # [B, H, W, 2 * D]
+    loc, scale = encoder_lib.split_params(params)  # [B, H, W, D] each
     kl_map = encoder_lib.kl_to_prior(loc, scale)  # [B, H, W]
     selected = self.top_k(loc, scale, kl_map)
     del selected["indices"]
     return selected
 
-  def decode(self, latents):
-    return self.decoder(latents)
-
-  def call(self, images, noise=None):
-    outputs = self.encode(images)
-    outputs["latents"] = _sample(outputs["loc"], outputs["scale"], noise)  # [B, N, D]
-    outputs["logits"] = self.decode(outputs["latents"])
-    return outputs
-
   def get_config(self):
     return {"num_objects": self.config.num_objects, "latent_dim": self.config.latent_dim,
-            "aggregation": self.config.aggregation, "num_pooling": self.config.num_pooling}
+            "aggregation": self.config.aggregation, "num_pooling": self.config.num_pooling,
+            "precision": self.precision}
 
 
-class VAE(keras.Model):
+class VAE(_LatentVariableModel):
   """The standard VAE baseline of appendix A, presented as one 60-D object."""
 
-  def __init__(self, latent_dim=config_lib.VAE_LATENT_DIM, num_pooling=4, **kwargs):
-    super().__init__(**kwargs)
+  def __init__(self, latent_dim=config_lib.VAE_LATENT_DIM, num_pooling=4,
+               precision="float32", **kwargs):
+    super().__init__(precision, **kwargs)
     self.config = config_lib.ModelConfig("vae", 1, latent_dim, "max", num_pooling)
-    self.encoder = encoder_lib.CandidateEncoder(MVAE_LATENT_DIM, num_pooling, name="encoder")
-    self.flatten = keras.layers.Flatten(name="flatten")
-    self.project = keras.layers.Dense(2 * latent_dim, name="project")
-    self.decoder = decoder_lib.Decoder("max", name="decoder")
+    self.encoder = encoder_lib.CandidateEncoder(MVAE_LATENT_DIM, num_pooling, name="encoder",
+                                                dtype=precision)
+    self.flatten = keras.layers.Flatten(name="flatten", dtype=precision)
+    self.project = keras.layers.Dense(2 * latent_dim, name="project", dtype=precision)
+    self.decoder = decoder_lib.Decoder("max", name="decoder", dtype=precision)
 
   def build(self, input_shape=(None, *IMAGE_SHAPE)):
     self.encoder.build(input_shape)
@@ -112,32 +144,28 @@ class VAE(keras.Model):
   def encode(self, images):
     _check_images(images)
     features = self.flatten(self.encoder(images))  # [B, H*W*24]
-    params = self.project(features)  # [B, 2 * D]
+    params = tf.cast(self.project(features), tf.float32)  # [B, 2 * D]
     loc, scale = encoder_lib.split_params(params[:, None, :])  # [B, 1, D] each
     kl = encoder_lib.kl_to_prior(loc, scale)  # [B, 1]
     return {"loc": loc, "scale": scale, "kl": kl,
             "coords": tf.zeros_like(loc[..., :2]),  # [B, 1, 2]
             "kl_map": kl[:, :, None]}  # [B, 1, 1]
 
-  def decode(self, latents):
-    return self.decoder(latents)
-
-  def call(self, images, noise=None):
-    outputs = self.encode(images)
-    outputs["latents"] = _sample(outputs["loc"], outputs["scale"], noise)  # [B, 1, D]
-    outputs["logits"] = self.decode(outputs["latents"])
-    return outputs
-
   def get_config(self):
-    return {"latent_dim": self.config.latent_dim, "num_pooling": self.config.num_pooling}
+    return {"latent_dim": self.config.latent_dim, "num_pooling": self.config.num_pooling,
+            "precision": self.precision}
 
 
-def build_model(model_config):
-  """Builds (and creates the variables of) the model a `ModelConfig` describes."""
+def build_model(model_config, precision="float32"):
+  """Builds (and creates the variables of) the model a `ModelConfig` describes.
+
+  `precision` changes how it computes, not its variables (always float32), so a checkpoint
+  written in one precision restores into a model of the other.
+  """
   if model_config.model == "vae":
-    model = VAE(model_config.latent_dim, model_config.num_pooling, name="vae")
+    model = VAE(model_config.latent_dim, model_config.num_pooling, precision, name="vae")
   else:
     model = MVAE(model_config.num_objects, model_config.latent_dim, model_config.aggregation,
-                 model_config.num_pooling, name="mvae")
+                 model_config.num_pooling, precision, name="mvae")
   model.build()
   return model

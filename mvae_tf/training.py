@@ -26,6 +26,7 @@ import tensorflow as tf
 from mvae_tf import config as config_lib
 from mvae_tf import data
 from mvae_tf import losses
+from mvae_tf import machine
 from mvae_tf import model as model_lib
 from mvae_tf import schedule
 
@@ -79,6 +80,10 @@ def training_dataset(model_config, train_config, first_step=0):
       num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
+class TrainingDiverged(RuntimeError):
+  """The loss or a gradient became NaN or infinite; nothing after the last finite step was saved."""
+
+
 class Trainer:
   """The model, its optimizer and the distributed train step, all built in the strategy.
 
@@ -86,16 +91,20 @@ class Trainer:
     model_config: a `ModelConfig`.
     train_config: a `TrainConfig`.
     strategy: a `tf.distribute.Strategy`; `train_config.batch_size` must divide evenly.
+    check_finite: whether each step also reports `nonfinite`, the number of replicas whose
+      loss or gradient norm is NaN or infinite (one reduction over the gradients; its cost
+      is in the benchmark).
   """
 
-  def __init__(self, model_config, train_config, strategy):
+  def __init__(self, model_config, train_config, strategy, check_finite=True):
     check_replicas(train_config, strategy)
     self.model_config = model_config
     self.train_config = train_config
     self.strategy = strategy
+    self.check_finite = check_finite
     with strategy.scope():
       keras.utils.set_random_seed(train_config.seed)
-      self.model = model_lib.build_model(model_config)
+      self.model = model_lib.build_model(model_config, train_config.precision)
       self.learning_rate = schedule.LogLinearDecay(
           train_config.learning_rate, train_config.final_learning_rate,
           train_config.train_steps)
@@ -121,20 +130,37 @@ class Trainer:
                                         global_batch_size=self.train_config.batch_size)
     variables = self.model.trainable_variables
     gradients = tape.gradient(loss, variables)
+    sums = {name: tf.reduce_sum(terms[name]) for name in ("nll", "kl", "loss")}
+    if self.check_finite:
+      # The global norm is finite exactly when every gradient entry is. The update is
+      # applied either way (a branch around it could leave replicas in different
+      # all-reduces); the loop stops before a non-finite step is ever saved.
+      finite = tf.math.is_finite(sums["loss"]) & tf.math.is_finite(
+          tf.linalg.global_norm(gradients))
+      sums["nonfinite"] = 1.0 - tf.cast(finite, tf.float32)
     self.optimizer.apply_gradients(zip(gradients, variables))
-    return {name: tf.reduce_sum(terms[name]) for name in ("nll", "kl", "loss")}
+    return sums
 
   def _distributed_step(self, dist_batch):
     per_replica = self.strategy.run(self._replica_step, args=(dist_batch,))
+    nonfinite = per_replica.pop("nonfinite", None)
     sums = {name: self.strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None)
             for name, value in per_replica.items()}
-    return {name: value / self.train_config.batch_size for name, value in sums.items()}
+    means = {name: value / self.train_config.batch_size for name, value in sums.items()}
+    if nonfinite is not None:
+      means["nonfinite"] = self.strategy.reduce(tf.distribute.ReduceOp.SUM, nonfinite,
+                                                axis=None)
+    return means
 
   def distribute(self, dataset):
     return self.strategy.experimental_distribute_dataset(dataset)
 
   def train_step(self, dist_batch):
-    """One optimizer step on a distributed global batch; returns the mean nll, kl, loss."""
+    """One optimizer step on a distributed global batch.
+
+    Returns the batch's mean nll, kl and loss, and with `check_finite` also `nonfinite`,
+    the number of replicas whose loss or gradients were not finite.
+    """
     return self._step(dist_batch)
 
 
@@ -235,15 +261,24 @@ class LoopOptions:
 
 
 def train(model_config, train_config, model_dir, strategy=None, options=LoopOptions(),
-          log=print):
+          log=print, dataset_transform=None):
   """Trains until `train_config.train_steps`, resuming from `model_dir`'s latest checkpoint.
 
   Returns the step reached. A finished run returns at once; SIGTERM or SIGINT saves a
-  checkpoint and returns early.
+  checkpoint and returns early. A step whose loss or gradients are not finite raises
+  `TrainingDiverged` before anything more is saved, so the checkpoints on disk are all of
+  finite steps.
+
+  `dataset_transform`, if given, maps the training `tf.data.Dataset` before it is
+  distributed (tests use it to inject faults).
   """
   strategy = strategy or make_strategy()
   check_replicas(train_config, strategy)
   prepare_model_dir(model_dir, model_config, train_config)
+  warning = machine.bfloat16_warning(train_config.precision,
+                                     len(tf.config.list_physical_devices("GPU")))
+  if warning:
+    log(warning)
   trainer = Trainer(model_config, train_config, strategy)
   manager = tf.train.CheckpointManager(trainer.checkpoint, model_dir,
                                        max_to_keep=options.max_checkpoints)
@@ -257,6 +292,8 @@ def train(model_config, train_config, model_dir, strategy=None, options=LoopOpti
     return start_step
 
   dataset = training_dataset(model_config, train_config, first_step=start_step)
+  if dataset_transform is not None:
+    dataset = dataset_transform(dataset)
   iterator = iter(trainer.distribute(dataset))
   summary_images = next(iter(data.make_dataset(
       train_config.num_sprites, NUM_SUMMARY_IMAGES, train_config.seed + 1,
@@ -269,7 +306,8 @@ def train(model_config, train_config, model_dir, strategy=None, options=LoopOpti
 
   writer = tf.summary.create_file_writer(model_dir)
   log(f"Training {model_config.model} on {strategy.num_replicas_in_sync} replica(s) from step "
-      f"{start_step} to {total}: global batch {train_config.batch_size}.")
+      f"{start_step} to {total}: global batch {train_config.batch_size}, "
+      f"{train_config.precision}.")
   step = start_step
   since_summary, since_log = [], []  # Each step's metrics since the last summary / log.
   last_log = last_ckpt = time.time()
@@ -278,6 +316,14 @@ def train(model_config, train_config, model_dir, strategy=None, options=LoopOpti
     while step < total and stop.signal_name is None:
       metrics = trainer.train_step(next(iterator))
       step += 1
+      if float(metrics["nonfinite"]):
+        saved = manager.latest_checkpoint
+        raise TrainingDiverged(
+            f"the loss or a gradient became NaN or infinite at step {step}; stopped without "
+            f"saving it, so the latest checkpoint is "
+            f"{saved or 'none (no step was saved)'}. Rerun with a lower --learning_rate "
+            f"(this run's is {train_config.learning_rate:g}) and a new --model_dir, or "
+            "resume this one as it is")
       images_since_log += train_config.batch_size
       since_summary.append(metrics)
       since_log.append(metrics)

@@ -7,6 +7,8 @@ code runs on /cpu:0 as usual.
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# The kernels users get (mvae_tf turns oneDNN on), so numerical tests check those.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
