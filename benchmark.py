@@ -32,6 +32,7 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # oneDNN kernels on every C
 
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
+from absl import logging as absl_logging
 
 flags.DEFINE_string("json", None, "Also write the figures to this JSON file.")
 flags.DEFINE_bool("quick", False, "Tiny sizes and few repeats, to check that it runs.")
@@ -76,13 +77,14 @@ def matmul_gflops(dtype, size, repeats):
   return _median_rate(lambda: matmul(a).numpy(), 2 * size**3 / 1e9, repeats, warmup=2)
 
 
-def training_rate(num_sprites, precision, sizes):
+def training_rate(num_sprites, precision, sizes, check_finite=True):
   """Images/s of the full training step on one cached batch."""
   from mvae_tf import config, training  # pylint: disable=g-import-not-at-top
   model_config = config.ModelConfig(num_objects=num_sprites + 2)
   train_config = config.TrainConfig(num_sprites=num_sprites, batch_size=sizes.batch,
                                     precision=precision)
-  trainer = training.Trainer(model_config, train_config, training.make_strategy())
+  trainer = training.Trainer(model_config, train_config, training.make_strategy(),
+                             check_finite=check_finite)
   dataset = training.training_dataset(model_config, train_config).take(1).cache().repeat()
   batch = next(iter(trainer.distribute(dataset)))
 
@@ -184,6 +186,12 @@ def run(sizes, sprite_counts, log):
           "images_per_sec": rate, "gflops": gflops,
           "fraction_of_matmul": gflops / results["matmul_gflops"]["fp32"]}
       log(f"train {num_sprites} sprites {precision}: {rate:.1f} img/s")
+  # What the per-step NaN/Inf check costs: the same step without it, timed right after.
+  sprites, figures = str(sprite_counts[0]), results["train"][str(sprite_counts[0])]["fp32"]
+  unchecked = training_rate(sprite_counts[0], "float32", sizes, check_finite=False)
+  figures["unchecked_images_per_sec"] = unchecked
+  figures["nonfinite_check_cost"] = unchecked / figures["images_per_sec"] - 1
+  log(f"train {sprites} sprites fp32 without the non-finite check: {unchecked:.1f} img/s")
 
   fastest = max(figures["images_per_sec"] for by_precision in results["train"].values()
                 for figures in by_precision.values())
@@ -216,6 +224,12 @@ def format_table(results):
       lines.append(f"  {sprites:>7} {precision:>15} {figures['images_per_sec']:9.1f} "
                    f"{figures['gflops']:9.1f} {figures['fraction_of_matmul']:9.2f} "
                    f"{results['flops_per_image'][sprites] / 1e9:9.3f}")
+  for sprites, by_precision in results["train"].items():
+    if "nonfinite_check_cost" in by_precision["fp32"]:
+      figures = by_precision["fp32"]
+      lines.append(f"  the NaN/Inf check per step ({sprites} sprites, fp32): step "
+                   f"{figures['unchecked_images_per_sec']:.1f} img/s without it, cost "
+                   f"{100 * figures['nonfinite_check_cost']:+.1f}%")
   data = results["data"]
   lines.append(f"data pipeline ({data['num_sprites']} sprites): "
                f"{data['images_per_sec']:.1f} img/s = {data['ratio_to_training']:.1f}x the "
@@ -234,6 +248,7 @@ def format_table(results):
 
 
 def main(argv):
+  absl_logging.set_verbosity(absl_logging.WARNING)  # Keras's export logs every step at INFO.
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
   try:

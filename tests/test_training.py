@@ -4,6 +4,7 @@ import json
 import os
 
 import numpy as np
+import tensorflow as tf
 import pytest
 
 from mvae_tf import config, training
@@ -137,3 +138,42 @@ def test_a_foreign_non_empty_directory_is_refused(tmp_path):
   with pytest.raises(config.ConfigError, match=r"not empty \(notes.txt\)"):
     training.prepare_model_dir(str(tmp_path), MODEL, _train_config())
   assert os.listdir(tmp_path) == ["notes.txt"]
+
+
+def test_a_non_finite_step_stops_the_run_before_it_is_saved(tmp_path):
+  model_dir = str(tmp_path / "run")
+  bad_step = 4  # The 4th step of the run sees a NaN image.
+
+  def poison(dataset):
+    def maybe_nan(index, batch):
+      nan = tf.cast(index + 1 >= bad_step, tf.float32) * np.nan
+      return {**batch, "image": batch["image"] + tf.where(index + 1 >= bad_step, nan, 0.0)}
+    return dataset.enumerate().map(maybe_nan)
+
+  every_step = training.LoopOptions(checkpoint_every_secs=1e-9, log_every_secs=1e9,
+                                    summary_every_steps=1, image_every_steps=100)
+  with pytest.raises(training.TrainingDiverged,
+                     match=r"NaN or infinite at step 4; stopped without saving it, so the "
+                           r"latest checkpoint is .*ckpt-3\. Rerun with a lower "
+                           r"--learning_rate \(this run's is 0.001\)"):
+    training.train(MODEL, _train_config(train_steps=10), model_dir, _strategy("/cpu:0"),
+                   every_step, log=lambda _: None, dataset_transform=poison)
+  assert tf.train.latest_checkpoint(model_dir).endswith("ckpt-3")
+  assert not [n for n in os.listdir(model_dir) if n.startswith("ckpt-4")]
+  step, weights = _weights(model_dir)
+  assert step == 3 and all(np.isfinite(w).all() for w in weights)
+
+
+def test_the_step_reports_non_finite_gradients():
+  train_config = _train_config()
+  trainer = training.Trainer(MODEL, train_config, _strategy("/cpu:0", "/cpu:1"))
+  batch = next(iter(training.training_dataset(MODEL, train_config)))
+  finite = trainer.train_step(next(iter(trainer.distribute(
+      tf.data.Dataset.from_tensors(batch)))))
+  assert float(finite["nonfinite"]) == 0
+  # An infinite noise value on one replica's half of the batch: one replica is non-finite.
+  noise = batch["noise"].numpy()
+  noise[0, 0, 0] = np.inf
+  bad = trainer.train_step(next(iter(trainer.distribute(
+      tf.data.Dataset.from_tensors({**batch, "noise": tf.constant(noise)})))))
+  assert float(bad["nonfinite"]) == 1

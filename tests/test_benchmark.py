@@ -1,0 +1,52 @@
+"""benchmark.py runs and writes every figure (tiny sizes: no speed is asserted here)."""
+
+import json
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _positive(value):
+  return isinstance(value, (int, float)) and value > 0
+
+
+def test_quick_benchmark_writes_every_key(tmp_path):
+  path = tmp_path / "b.json"
+  env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
+  result = subprocess.run(
+      [sys.executable, os.path.join(ROOT, "benchmark.py"), "--quick", "--sprites=3,8",
+       f"--json={path}"], capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  figures = json.loads(path.read_text())
+  facts = figures["machine"]
+  for key in ("cpu_model", "logical_cores", "avx2", "avx512f", "avx512_bf16", "amx_bf16",
+              "tensorflow", "onednn", "gpus"):
+    assert key in facts, key
+  assert facts["onednn"] is True  # benchmark.py turns it on by default.
+  assert _positive(figures["matmul_gflops"]["fp32"])
+  bf16 = facts["avx512_bf16"] or facts["amx_bf16"] or bool(facts["gpus"])
+  assert ("bfloat16" in figures["matmul_gflops"]) == bf16
+  for sprites in ("3", "8"):
+    assert _positive(figures["flops_per_image"][sprites])
+    precisions = {"fp32", "mixed_bfloat16"} if bf16 else {"fp32"}
+    assert set(figures["train"][sprites]) == precisions
+    for precision in precisions:
+      train = figures["train"][sprites][precision]
+      for key in ("images_per_sec", "gflops", "fraction_of_matmul"):
+        assert _positive(train[key]), (sprites, precision, key)
+      # GFLOP/s is the analytic count times the measured rate.
+      assert abs(train["gflops"] - train["images_per_sec"]
+                 * figures["flops_per_image"][sprites] / 1e9) < 1e-6 * train["gflops"]
+  assert _positive(figures["train"]["3"]["fp32"]["unchecked_images_per_sec"])
+  assert "nonfinite_check_cost" in figures["train"]["3"]["fp32"]
+  assert _positive(figures["data"]["images_per_sec"])
+  assert _positive(figures["data"]["ratio_to_training"])
+  for name in ("encode", "decode"):
+    for key in ("p50_ms", "p99_ms", "batch256_images_per_sec"):
+      assert _positive(figures["serving"][name][key]), (name, key)
+      assert _positive(figures["serving"][name]["live_" + key]), (name, key)
+    assert figures["serving"][name]["p99_ms"] >= figures["serving"][name]["p50_ms"]
+  assert _positive(figures["peak_rss_mb"])
+  assert "training step" in result.stdout and "of matmul" in result.stdout

@@ -1,0 +1,51 @@
+"""Analytic FLOP counts: hand counts of single layers, and the model's layer by layer."""
+
+import keras
+import pytest
+import tensorflow as tf
+
+from mvae_tf import config, flops
+
+
+def test_one_conv_against_a_hand_count():
+  # 3x3 conv, 2 -> 4 channels, "same" on 8x6: 2 * (8*6 outputs) * (3*3*2) * 4 = 6912.
+  conv = keras.layers.Conv2D(4, 3, padding="same")
+  conv.build((None, 8, 6, 2))
+  assert flops.forward_flops(conv, tf.TensorSpec([1, 8, 6, 2], tf.float32)) == 6912
+  # Batch 3 triples it; a "valid" conv has fewer outputs: 2 * (6*4) * 18 * 4 = 3456.
+  assert flops.forward_flops(conv, tf.TensorSpec([3, 8, 6, 2], tf.float32)) == 3 * 6912
+  valid = keras.layers.Conv2D(4, 3)
+  valid.build((None, 8, 6, 2))
+  assert flops.forward_flops(valid, tf.TensorSpec([1, 8, 6, 2], tf.float32)) == 3456
+
+
+def test_one_dense_layer_against_a_hand_count():
+  # [2, 5] x [5, 7]: 2 * 2 * 5 * 7 = 140.
+  dense = keras.layers.Dense(7)
+  dense.build((None, 5))
+  assert flops.forward_flops(dense, tf.TensorSpec([2, 5], tf.float32)) == 140
+
+
+def test_depthwise_conv_counts_one_filter_per_channel():
+  kernel = tf.ones([4, 4, 3, 1])
+  fn = lambda x: tf.nn.depthwise_conv2d(x, kernel, [1, 2, 2, 1], "VALID")
+  # 10x10 -> 4x4 outputs, 3 channels, 16 taps each: 2 * 16 * 16 * 3 = 1536.
+  assert flops.forward_flops(fn, tf.TensorSpec([1, 10, 10, 3], tf.float32)) == 1536
+
+
+def _mvae_hand_count(num_objects, latent_dim=12):
+  conv = flops.conv2d_flops
+  encoder = (conv(64, 64, 3, 3, 3, 32) + conv(32, 32, 3, 3, 32, 32) + conv(16, 16, 3, 3, 32, 64)
+             + conv(8, 8, 3, 3, 64, 64) + conv(4, 4, 3, 3, 66, 64)
+             + conv(4, 4, 1, 1, 64, 2 * latent_dim))
+  g = (flops.matmul_flops(1, latent_dim, 256) + flops.matmul_flops(1, 256, 1024)
+       + conv(16, 16, 3, 3, 16, 16) + conv(32, 32, 3, 3, 16, 16))
+  h = conv(32, 32, 3, 3, 16, 32) + conv(64, 64, 3, 3, 32, 16) + conv(64, 64, 3, 3, 16, 3)
+  return encoder + num_objects * g + h
+
+
+@pytest.mark.parametrize("num_objects", [5, 10])
+def test_the_model_is_its_layers_summed(num_objects):
+  model_config = config.ModelConfig(num_objects=num_objects)
+  assert flops.forward_flops_per_image(model_config) == _mvae_hand_count(num_objects)
+  assert flops.training_flops_per_image(model_config) == 3 * _mvae_hand_count(num_objects)
