@@ -1,7 +1,7 @@
 r"""The paper's experiments on a trained run: figures and measured numbers.
 
   python evaluate.py --model_dir=/tmp/mvae --output_dir=/tmp/mvae_eval
-  python evaluate.py --saved_model=/tmp/mvae_export/12345 --num_sprites=3 --output_dir=...
+  python evaluate.py --saved_model=/tmp/mvae_export/12345 --output_dir=...
 
 Writes PNG figures and metrics.json into --output_dir (and, with --tensorboard, the same as
 TensorBoard summaries under --output_dir/tensorboard). --vae_model_dir adds the VAE
@@ -23,8 +23,10 @@ flags.DEFINE_string("model_dir", None, "A train.py model directory.")
 flags.DEFINE_string("saved_model", None, "An exported version, E/<V>, instead of --model_dir.")
 flags.DEFINE_string("vae_model_dir", None, "A --model=vae run to compare against.")
 flags.DEFINE_string("output_dir", None, "Where figures and metrics.json go.")
-flags.DEFINE_integer("num_sprites", None, "Scene sprites; default: the run's config "
-                     "(required with --saved_model).")
+flags.DEFINE_integer("num_sprites", None, "Scene sprites; default: what the model was "
+                     "trained on (its config.json, or the export's metadata).")
+flags.DEFINE_float("presence_prob", None, "Probability of each sprite slot; default: what "
+                   "the model was trained on (0.5 for exports that do not record it).")
 flags.DEFINE_boolean("tensorboard", False, "Also write figures and numbers to TensorBoard.")
 flags.DEFINE_integer("elbo_scenes", 2048, "Scenes for the test ELBO.")
 flags.DEFINE_integer("search_scenes", 6400, "Scenes for the counting threshold search.")
@@ -62,31 +64,57 @@ def main(argv):
     _fail("give exactly one of --model_dir and --saved_model")
   if not FLAGS.output_dir:
     _fail("--output_dir is required")
-  if FLAGS.saved_model and FLAGS.num_sprites is None:
-    _fail("--num_sprites is required with --saved_model")
+  if FLAGS.num_sprites is not None and FLAGS.num_sprites < 1:
+    _fail(f"--num_sprites must be >= 1; received {FLAGS.num_sprites}")
+  if FLAGS.presence_prob is not None and not 0 <= FLAGS.presence_prob <= 1:
+    _fail(f"--presence_prob must be between 0 and 1; received {FLAGS.presence_prob}")
+  if FLAGS.saved_model and not os.path.isfile(os.path.join(FLAGS.saved_model,
+                                                           "saved_model.pb")):
+    _fail(f"--saved_model {FLAGS.saved_model!r} holds no saved_model.pb: give one exported "
+          "version, E/<V>")
   import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from mvae_tf import checkpoints, config, evaluation, figures, tb_logs  # pylint: disable=g-import-not-at-top
 
-  def load_run(model_dir):
+  def load_run(model_dir, flag):
     try:
       model, model_config, train_config, step = checkpoints.restore_model(model_dir)
     except (checkpoints.CheckpointError, config.ConfigError) as e:
-      _fail(str(e))
+      _fail(str(e).replace("--model_dir", f"--{flag}", 1))
     return evaluation.Codec.from_model(model), model_config, train_config, step
 
+  # Everything is loaded before any work, so a bad path fails at once.
+  vae_run = load_run(FLAGS.vae_model_dir, "vae_model_dir") if FLAGS.vae_model_dir else None
+  if vae_run and vae_run[1].model != "vae":
+    _fail(f"--vae_model_dir {FLAGS.vae_model_dir!r} holds a --model={vae_run[1].model} run, "
+          "not a VAE")
   if FLAGS.model_dir:
-    codec, model_config, train_config, step = load_run(FLAGS.model_dir)
-    num_sprites = FLAGS.num_sprites or train_config.num_sprites
+    codec, model_config, train_config, step = load_run(FLAGS.model_dir, "model_dir")
+    trained_on = {"num_sprites": train_config.num_sprites,
+                  "presence_prob": train_config.presence_prob}
     source = {"model_dir": FLAGS.model_dir, "step": step, "config": config.to_dict(
         model_config, train_config)}
   else:
-    if not os.path.isfile(os.path.join(FLAGS.saved_model, "saved_model.pb")):
-      _fail(f"--saved_model {FLAGS.saved_model!r} holds no saved_model.pb")
-    codec = evaluation.Codec.from_saved_model(FLAGS.saved_model)
-    num_sprites = FLAGS.num_sprites
-    step = int(codec.loaded.signatures["metadata"]()["step"].numpy())
-    source = {"saved_model": FLAGS.saved_model, "step": step}
+    try:
+      codec = evaluation.Codec.from_saved_model(FLAGS.saved_model)
+      metadata = {k: v.numpy().decode() if v.dtype == tf.string else v.numpy().item()
+                  for k, v in codec.loaded.signatures["metadata"]().items()}
+    except (ValueError, KeyError, OSError, tf.errors.OpError) as e:
+      _fail(f"--saved_model {FLAGS.saved_model!r} cannot be loaded as an mvae_tf export: "
+            f"{str(e).splitlines()[0] if str(e) else type(e).__name__}")
+    step = int(metadata["step"])
+    # Exports made before the metadata recorded the data say -1 or nothing.
+    trained_on = {"num_sprites": metadata.get("num_sprites", -1),
+                  "presence_prob": metadata.get("presence_prob", -1.0)}
+    if trained_on["num_sprites"] < 1 and FLAGS.num_sprites is None:
+      _fail(f"--num_sprites is required: the export {FLAGS.saved_model!r} does not record "
+            "the data it was trained on")
+    if trained_on["presence_prob"] < 0:
+      trained_on["presence_prob"] = config.TrainConfig().presence_prob
+    source = {"saved_model": FLAGS.saved_model, "step": step, "metadata": metadata}
+  num_sprites = FLAGS.num_sprites or trained_on["num_sprites"]
+  presence_prob = (trained_on["presence_prob"] if FLAGS.presence_prob is None
+                   else FLAGS.presence_prob)
   os.makedirs(FLAGS.output_dir, exist_ok=True)
 
   seed = FLAGS.seed
@@ -94,25 +122,29 @@ def main(argv):
             "sequential decoding": 2, "figures": 1, "VAE baseline": 2 if FLAGS.vae_model_dir
             else 0}
   progress = _Progress(stages)
-  results = {"source": source, "num_sprites": num_sprites}
+  results = {"source": source, "num_sprites": num_sprites, "presence_prob": presence_prob,
+             "scene_batch_size": evaluation.SCENE_BATCH,
+             "kl_map_batch_size": evaluation.KL_MAP_BATCH}
   progress("test ELBO")
-  results["test_elbo"] = evaluation.test_elbo(codec, num_sprites, FLAGS.elbo_scenes, seed + 1)
+  results["test_elbo"] = evaluation.test_elbo(codec, num_sprites, FLAGS.elbo_scenes, seed + 1,
+                                              presence_prob)
   progress("object counting")
   results["object_counting"] = evaluation.object_counting(
-      codec, num_sprites, FLAGS.search_scenes, FLAGS.test_scenes, seed + 2, seed + 3)
+      codec, num_sprites, FLAGS.search_scenes, FLAGS.test_scenes, seed + 2, seed + 3,
+      presence_prob)
   progress("segmentation")
-  results["segmentation"] = evaluation.segmentation(codec, num_sprites,
-                                                    FLAGS.segmentation_scenes, seed + 4)
+  results["segmentation"] = evaluation.segmentation(
+      codec, num_sprites, FLAGS.segmentation_scenes, seed + 4, presence_prob)
   progress("entity exchange")
-  results["entity_exchange"] = evaluation.entity_exchange(codec, num_sprites,
-                                                          FLAGS.exchange_pairs, seed + 5)
+  results["entity_exchange"] = evaluation.entity_exchange(
+      codec, num_sprites, FLAGS.exchange_pairs, seed + 5, presence_prob)
   progress("sequential decoding")
   results["sequential_decoding"] = evaluation.sequential_decoding(
-      codec, num_sprites, FLAGS.sequential_scenes, seed + 6)
+      codec, num_sprites, FLAGS.sequential_scenes, seed + 6, presence_prob)
 
   progress("figures")
   rng = np.random.RandomState(seed)
-  shown = next(evaluation.scenes(num_sprites, 16, seed + 7))
+  shown = next(evaluation.scenes(num_sprites, 16, seed + 7, presence_prob=presence_prob))
   images = shown["image"]
   busiest = images[int(np.argmax(shown["count"]))]
   written = {
@@ -128,10 +160,11 @@ def main(argv):
     steps, elbo = tb_logs.read_scalars(FLAGS.model_dir, "train/elbo")
     if len(steps):
       curves["MVAE"] = (steps, elbo)
-  if FLAGS.vae_model_dir:
+  if vae_run:
     progress("VAE baseline")
-    vae, vae_config, _, vae_step = load_run(FLAGS.vae_model_dir)
-    vae_elbo = evaluation.test_elbo(vae, num_sprites, FLAGS.elbo_scenes, seed + 1)
+    vae, vae_config, _, vae_step = vae_run
+    vae_elbo = evaluation.test_elbo(vae, num_sprites, FLAGS.elbo_scenes, seed + 1,
+                                    presence_prob)
     results["vae_baseline"] = {"model_dir": FLAGS.vae_model_dir, "step": vae_step,
                                "test_elbo": vae_elbo,
                                "mvae_minus_vae_elbo": results["test_elbo"]["elbo"]

@@ -27,6 +27,9 @@ def restore_model(model_dir):
   """
   if not os.path.isdir(model_dir):
     raise CheckpointError(f"--model_dir {model_dir!r} is not a directory")
+  if not os.listdir(model_dir):
+    raise CheckpointError(f"--model_dir {model_dir!r} is empty: give the directory a "
+                          "train.py run wrote")
   model_config, train_config = config_lib.read_run_config(model_dir)
   path = tf.train.latest_checkpoint(model_dir)
   if path is None:

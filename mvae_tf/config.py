@@ -159,7 +159,7 @@ def from_dict(config):
   try:
     return ModelConfig(**config["model"]), TrainConfig(**config["train"])
   except (KeyError, TypeError) as e:
-    raise ConfigError(f"malformed run configuration: {e}") from None
+    raise ConfigError(f"missing or unexpected setting {e}") from None
 
 
 def _flatten(config):
@@ -186,9 +186,14 @@ def read_run_config(model_dir):
     raise ConfigError(f"no run configuration {path}: is {model_dir!r} a train.py model_dir?")
   try:
     with open(path) as f:
-      return from_dict(json.load(f))
-  except json.JSONDecodeError as e:
-    raise ConfigError(f"unreadable run configuration {path}: {e}") from None
+      saved = json.load(f)
+  except (OSError, ValueError) as e:  # ValueError: not JSON, or not text at all.
+    raise ConfigError(f"unreadable run configuration {path}: {e}; restore it from a copy or "
+                      "start a new --model_dir") from None
+  try:
+    return from_dict(saved)
+  except ConfigError as e:
+    raise ConfigError(f"malformed run configuration {path}: {e}") from None
 
 
 def write_json_atomic(path, obj):

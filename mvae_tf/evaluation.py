@@ -67,7 +67,17 @@ def bernoulli_nll(images, logits):
                               tf.constant(logits, tf.float32)).numpy()
 
 
-def scenes(num_sprites, num_scenes, seed, batch_size=128, presence_prob=0.5):
+# Scenes are batch i = 0, 1, ... of `data.make_dataset(num_sprites, batch_size, seed,
+# presence_prob)`: these four numbers define them, and every result records them.
+SCENE_BATCH = 128
+KL_MAP_BATCH = 256
+
+
+def _scene_facts(seed, batch_size, presence_prob):
+  return {"seed": seed, "batch_size": batch_size, "presence_prob": presence_prob}
+
+
+def scenes(num_sprites, num_scenes, seed, batch_size=SCENE_BATCH, presence_prob=0.5):
   """Fresh scenes as numpy batches (dicts), `num_scenes` in all."""
   num_batches = -(-num_scenes // batch_size)
   for i, batch in enumerate(data.make_dataset(num_sprites, batch_size, seed, presence_prob,
@@ -79,24 +89,25 @@ def scenes(num_sprites, num_scenes, seed, batch_size=128, presence_prob=0.5):
 def scene_kl_maps(encode, num_sprites, num_scenes, seed, presence_prob=0.5):
   """KL maps [num_scenes, H, W] and true counts [num_scenes] of fresh scenes."""
   maps, counts = [], []
-  for batch in scenes(num_sprites, num_scenes, seed, batch_size=256,
+  for batch in scenes(num_sprites, num_scenes, seed, batch_size=KL_MAP_BATCH,
                       presence_prob=presence_prob):
     maps.append(np.asarray(encode(batch["image"])["kl_map"]))
     counts.append(batch["count"])
   return np.concatenate(maps), np.concatenate(counts)
 
 
-def test_elbo(codec, num_sprites, num_scenes, seed):
+def test_elbo(codec, num_sprites, num_scenes, seed, presence_prob=0.5):
   """Negative ELBO terms in nats per image, one posterior sample each (as in training)."""
   rng = np.random.RandomState(seed)
   nll, kl = [], []
-  for batch in scenes(num_sprites, num_scenes, seed):
+  for batch in scenes(num_sprites, num_scenes, seed, presence_prob=presence_prob):
     encoded = codec.encode(batch["image"])
     z = encoded["loc"] + encoded["scale"] * rng.standard_normal(encoded["loc"].shape)
     nll.append(bernoulli_nll(batch["image"], codec.decode(z)))
     kl.append(encoded["kl"].sum(axis=1))
   nll, kl = np.concatenate(nll), np.concatenate(kl)
-  return {"scenes": num_scenes, "seed": seed, "nll": float(nll.mean()),
+  return {"scenes": num_scenes, **_scene_facts(seed, SCENE_BATCH, presence_prob),
+          "nll": float(nll.mean()),
           "kl": float(kl.mean()), "elbo": float(-(nll + kl).mean())}
 
 
@@ -111,8 +122,10 @@ def object_counting(codec, num_sprites, search_scenes, test_scenes, search_seed,
   predicted = counting.predicted_counts(test_maps, threshold)
   return {
       "threshold": threshold,
-      "search": {"scenes": search_scenes, "seed": search_seed, "accuracy": search_accuracy},
-      "test": {"scenes": test_scenes, "seed": test_seed,
+      "search": {"scenes": search_scenes,
+                 **_scene_facts(search_seed, KL_MAP_BATCH, presence_prob),
+                 "accuracy": search_accuracy},
+      "test": {"scenes": test_scenes, **_scene_facts(test_seed, KL_MAP_BATCH, presence_prob),
                "accuracy": float(np.mean(predicted == test_counts)),
                "confusion_true_by_predicted": counting.confusion_matrix(
                    test_counts, predicted, num_sprites).tolist()},
@@ -120,16 +133,17 @@ def object_counting(codec, num_sprites, search_scenes, test_scenes, search_seed,
   }
 
 
-def segmentation(codec, num_sprites, num_scenes, seed):
+def segmentation(codec, num_sprites, num_scenes, seed, presence_prob=0.5):
   """FG-ARI of the solo-decode masks (see `metrics`) against the generator's masks."""
   scores = []
-  for batch in scenes(num_sprites, num_scenes, seed):
+  for batch in scenes(num_sprites, num_scenes, seed, presence_prob=presence_prob):
     encoded = codec.encode(batch["image"])
     labels = metrics.solo_decode_labels(batch["image"], codec.solo_decodes(encoded["loc"]))
     scores += [metrics.foreground_ari(m, l) for m, l in zip(batch["masks"], labels)]
   scores = np.array(scores)
   scored = scores[~np.isnan(scores)]
-  return {"scenes": num_scenes, "seed": seed, "scored_scenes": int(len(scored)),
+  return {"scenes": num_scenes, **_scene_facts(seed, SCENE_BATCH, presence_prob),
+          "scored_scenes": int(len(scored)),
           "fg_ari": float(scored.mean()) if len(scored) else float("nan"),
           "rule": "each pixel goes to the object whose solo decode gives it the highest "
                   "Bernoulli likelihood; FG-ARI over ground-truth foreground pixels",
@@ -142,7 +156,7 @@ def _object_mask(probs):
   return probs.max(axis=-1) > MASK_LEVEL
 
 
-def entity_exchange(codec, num_sprites, num_pairs, seed):
+def entity_exchange(codec, num_sprites, num_pairs, seed, presence_prob=0.5):
   """Paper 4.1 measured: swap the top-KL object of scene a into scene b.
 
   The swapped object's mask in the new scene is where decode(b with a's object) differs
@@ -152,7 +166,7 @@ def entity_exchange(codec, num_sprites, num_pairs, seed):
   are skipped.
   """
   successes, ious = [], []
-  batches = scenes(num_sprites, 2 * num_pairs, seed)
+  batches = scenes(num_sprites, 2 * num_pairs, seed, presence_prob=presence_prob)
   for batch in batches:
     half = len(batch["image"]) // 2
     a = {k: v[:half] for k, v in batch.items()}
@@ -171,20 +185,21 @@ def entity_exchange(codec, num_sprites, num_pairs, seed):
       score = metrics.iou(landed[i], source)
       ious.append(score)
       successes.append(score >= EXCHANGE_IOU)
-  return {"pairs": num_pairs, "scored_pairs": len(successes), "seed": seed,
+  return {"pairs": num_pairs, "scored_pairs": len(successes),
+          **_scene_facts(seed, SCENE_BATCH, presence_prob),
           "iou_threshold": EXCHANGE_IOU,
           "success_rate": float(np.mean(successes)) if successes else float("nan"),
           "mean_iou": float(np.mean(ious)) if ious else float("nan")}
 
 
-def sequential_decoding(codec, num_sprites, num_scenes, seed):
+def sequential_decoding(codec, num_sprites, num_scenes, seed, presence_prob=0.5):
   """Paper 4.1 measured: NLL of decoding the first k objects in KL order, k = 1..N.
 
   Once all sprites are in, surplus (Null) objects should change nothing: the curve flattens.
   """
   nll = np.zeros([codec.num_objects])
   changes = np.zeros([codec.num_objects])
-  for batch in scenes(num_sprites, num_scenes, seed):
+  for batch in scenes(num_sprites, num_scenes, seed, presence_prob=presence_prob):
     loc = codec.encode(batch["image"])["loc"]
     previous = None
     for k in range(1, codec.num_objects + 1):
@@ -194,6 +209,6 @@ def sequential_decoding(codec, num_sprites, num_scenes, seed):
       if previous is not None:
         changes[k - 1] += np.abs(probs - previous).mean(axis=(1, 2, 3)).sum()
       previous = probs
-  return {"scenes": num_scenes, "seed": seed,
+  return {"scenes": num_scenes, **_scene_facts(seed, SCENE_BATCH, presence_prob),
           "nll_by_objects": (nll / num_scenes).tolist(),
           "mean_abs_change_by_added_object": (changes / num_scenes).tolist()}

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -39,7 +40,15 @@ def test_evaluate_writes_every_figure_and_key(tmp_path, runs):
        f"--vae_model_dir={vae_dir}", f"--output_dir={out}", "--tensorboard", *SMALL],
       capture_output=True, text=True, timeout=600, cwd=ROOT)
   assert result.returncode == 0, result.stderr[-3000:]
-  assert "ETA" in result.stdout
+  # One progress line per stage, each with the elapsed seconds and an ETA (none before the
+  # first stage has finished).
+  progress = [l for l in result.stdout.splitlines() if l.startswith("[")]
+  stages = ["test ELBO", "object counting", "segmentation", "entity exchange",
+            "sequential decoding", "figures", "VAE baseline"]
+  assert len(progress) == len(stages), result.stdout
+  for line, stage in zip(progress, stages):
+    assert re.fullmatch(r"\[\s*\d+s, ETA\s+(nan|\d+)s\] " + stage, line), line
+  assert "ETA   nan" in progress[0] and "nan" not in progress[-1]
   figures = {"reconstructions_samples.png", "kl_maps.png", "entity_exchange.png",
              "sequential_decoding.png", "traversals.png", "vae_traversals.png",
              "training_curves.png"}
@@ -60,15 +69,78 @@ def test_evaluate_writes_every_figure_and_key(tmp_path, runs):
   assert {"seed", "pairs", "scored_pairs"} <= set(metrics["entity_exchange"])
 
 
-def test_evaluate_flag_errors(tmp_path):
-  for flags, message in [([f"--output_dir={tmp_path}"], "exactly one of"),
-                         ([f"--model_dir={tmp_path}"], "--output_dir is required"),
-                         ([f"--model_dir={tmp_path}", f"--output_dir={tmp_path}/o"],
-                          "no run configuration")]:
-    result = subprocess.run([sys.executable, os.path.join(ROOT, "evaluate.py"), *flags],
-                            capture_output=True, text=True, timeout=300, cwd=ROOT)
-    assert result.returncode != 0 and message in result.stderr, result.stderr[-2000:]
+def _evaluate(*flags):
+  return subprocess.run([sys.executable, os.path.join(ROOT, "evaluate.py"), *flags],
+                        capture_output=True, text=True, timeout=300, cwd=ROOT)
+
+
+def test_evaluate_flag_errors(tmp_path, runs):
+  mvae_dir, vae_dir = runs
+  empty = tmp_path / "empty"
+  empty.mkdir()
+  bad_config = tmp_path / "bad_config"
+  bad_config.mkdir()
+  (bad_config / "config.json").write_text('{"model": {"model": "mvae", "latent_dim": "x"')
+  out = f"--output_dir={tmp_path}/o"
+  for flags, message in [
+      ([f"--output_dir={tmp_path}"], "exactly one of"),
+      ([f"--model_dir={mvae_dir}"], "--output_dir is required"),
+      ([f"--model_dir={tmp_path / 'missing'}", out], "--model_dir '.*missing' is not a "
+                                                     "directory"),
+      ([f"--model_dir={empty}", out], "--model_dir '.*empty' is empty"),
+      ([f"--model_dir={bad_config}", out], r"unreadable run configuration .*config.json"),
+      ([f"--model_dir={mvae_dir}", f"--vae_model_dir={empty}", out],
+       "--vae_model_dir '.*empty' is empty"),
+      ([f"--model_dir={mvae_dir}", f"--vae_model_dir={mvae_dir}", out],
+       "holds a --model=mvae run, not a VAE"),
+      ([f"--saved_model={empty}", out], "holds no saved_model.pb"),
+      ([f"--model_dir={mvae_dir}", "--presence_prob=1.5", out], "--presence_prob must be"),
+  ]:
+    result = _evaluate(*flags)
+    assert result.returncode == 2, (flags, result.stderr[-2000:])
+    errors = [l for l in result.stderr.splitlines() if l.startswith("evaluate.py: error:")]
+    assert len(errors) == 1 and re.search(message, errors[0]), (flags, result.stderr[-2000:])
     assert "Traceback" not in result.stderr
+    assert not os.path.exists(f"{tmp_path}/o"), flags  # Failed before any work.
+
+
+def test_evaluate_a_saved_model_reads_the_data_from_its_metadata(tmp_path, runs):
+  from mvae_tf import export
+  mvae_dir, _ = runs
+  path = export.export(mvae_dir, str(tmp_path / "serving"))
+  out = tmp_path / "out"
+  result = _evaluate(f"--saved_model={path}", f"--output_dir={out}", *SMALL)
+  assert result.returncode == 0, result.stderr[-3000:]
+  metrics = json.loads((out / "metrics.json").read_text())
+  assert (metrics["num_sprites"], metrics["presence_prob"]) == (2, 0.5)
+  assert metrics["source"]["metadata"]["model"] == "mvae"
+  assert metrics["source"]["step"] == 3
+  assert len(metrics["object_counting"]["test"]["confusion_true_by_predicted"]) == 3
+  for section in ("test_elbo", "segmentation", "entity_exchange", "sequential_decoding"):
+    assert (metrics[section]["presence_prob"], metrics[section]["batch_size"]) == (0.5, 128)
+  assert metrics["object_counting"]["test"]["batch_size"] == 256
+  # The flags override the metadata: one sprite slot, always filled.
+  override = tmp_path / "override"
+  result = _evaluate(f"--saved_model={path}", f"--output_dir={override}",
+                     "--num_sprites=1", "--presence_prob=1", *SMALL)
+  assert result.returncode == 0, result.stderr[-3000:]
+  metrics = json.loads((override / "metrics.json").read_text())
+  assert (metrics["num_sprites"], metrics["presence_prob"]) == (1, 1.0)
+  confusion = np.array(metrics["object_counting"]["test"]["confusion_true_by_predicted"])
+  assert confusion.shape[0] == 2 and confusion[0].sum() == 0  # Every scene has its sprite.
+
+
+def test_count_objects_errors(tmp_path):
+  empty = tmp_path / "empty"
+  empty.mkdir()
+  for model_dir, message in [(tmp_path / "missing", "is not a directory"),
+                             (empty, "is empty")]:
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "count_objects.py"), f"--model_dir={model_dir}"],
+        capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    errors = [l for l in result.stderr.splitlines() if l.startswith("count_objects.py: error")]
+    assert len(errors) == 1 and message in errors[0], result.stderr[-2000:]
 
 
 def test_count_objects_reports_the_protocol(tmp_path, runs):

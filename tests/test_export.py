@@ -184,7 +184,8 @@ def test_signature_defs_name_inputs_and_keep_the_batch_dynamic(mvae_run):
     assert all(v.dtype == float32 for v in sigs[name]["inputs"].values())
     assert sigs[name]["method_name"] == "tensorflow/serving/predict"
   assert set(sigs["metadata"]["outputs"]) == {"num_objects", "latent_dim", "grid_size",
-                                              "step", "model"}
+                                              "step", "model", "num_sprites",
+                                              "presence_prob"}
 
 
 def test_saved_model_cli_lists_the_signatures(mvae_run):
@@ -288,7 +289,7 @@ def test_export_cli_errors(tmp_path, mvae_run):
   cases = [
       ([f"--export_dir={out}"], "--model_dir is required"),
       ([f"--model_dir={tmp_path / 'missing'}", f"--export_dir={out}"], "not a directory"),
-      ([f"--model_dir={empty}", f"--export_dir={out}"], "no run configuration"),
+      ([f"--model_dir={empty}", f"--export_dir={out}"], "is empty"),
       ([f"--model_dir={corrupt}", f"--export_dir={out}"], "cannot restore checkpoint"),
       ([f"--model_dir={model_dir}", f"--export_dir={a_file}"], "not a directory"),
       ([f"--model_dir={model_dir}", f"--export_dir={a_file / 'sub'}"], "cannot create"),
@@ -306,7 +307,7 @@ def test_a_failed_export_leaves_nothing(mvae_run, tmp_path, monkeypatch):
   model_dir, _, _ = mvae_run
   export_dir = str(tmp_path / "serving")
 
-  def fail_halfway(model, step, path):
+  def fail_halfway(model, step, path, train_config=None):
     os.makedirs(os.path.join(path, "variables"))
     with open(os.path.join(path, "saved_model.pb"), "w") as f:
       f.write("half")
@@ -371,3 +372,137 @@ def test_the_shipped_pretrained_model_loads_and_counts_in_the_c_loader():
   predicted = (kl_map.reshape(64, -1) > threshold).sum(axis=1)
   # 64 scenes: the shipped model counts well above chance (about 25% for 0-3 sprites).
   assert np.mean(predicted == batch["count"].numpy()) > 0.5
+
+
+def _numeric_snapshot(export_dir):
+  """{version: (its file names, bytes of its saved_model.pb)} of every numeric version."""
+  return {v: (sorted(os.listdir(export_dir / v)), (export_dir / v / "saved_model.pb").read_bytes())
+          for v in _numeric(export_dir)}
+
+
+@pytest.fixture
+def served(mvae_run, tmp_path):
+  """An export directory serving version 3 of `mvae_run`, and its saved_model.pb."""
+  model_dir, _, _ = mvae_run
+  export_dir = tmp_path / "serving"
+  export.export(model_dir, str(export_dir))
+  (export_dir / "3" / "old-version-marker").write_text("the version being served")
+  return model_dir, export_dir, _numeric_snapshot(export_dir)
+
+
+def _rename_failing_at(monkeypatch, failing_call):
+  """os.rename as the export module sees it, failing on its `failing_call`-th call (1-based)."""
+  calls = []
+  real_rename = os.rename
+
+  def rename(src, dst):
+    calls.append((src, dst))
+    if len(calls) == failing_call:
+      raise OSError(28, "No space left on device (injected)")
+    return real_rename(src, dst)
+
+  monkeypatch.setattr(export.os, "rename", rename)
+  return calls
+
+
+def test_overwrite_exchanges_the_versions_atomically(served, monkeypatch):
+  model_dir, export_dir, before = served
+  exchanged = []
+  real_exchange = export._exchange
+  monkeypatch.setattr(export, "_exchange",
+                      lambda a, b: exchanged.append((a, b)) or real_exchange(a, b))
+  export.export(model_dir, str(export_dir), overwrite=True)
+  assert exchanged and exchanged[0][1] == str(export_dir / "3")
+  assert _numeric(export_dir) == ["3"] and os.listdir(export_dir) == ["3"]
+  assert not (export_dir / "3" / "old-version-marker").exists()  # Replaced.
+  assert tf.saved_model.load(str(export_dir / "3")).signatures["metadata"]()["step"] == 3
+
+
+def test_a_failed_exchange_keeps_the_served_version(served, monkeypatch):
+  model_dir, export_dir, before = served
+
+  def fail(a, b):
+    raise OSError(5, "Input/output error (injected)")
+
+  monkeypatch.setattr(export, "_exchange", fail)
+  with pytest.raises(OSError, match="injected"):
+    export.export(model_dir, str(export_dir), overwrite=True)
+  assert _numeric_snapshot(export_dir) == before and os.listdir(export_dir) == ["3"]
+
+
+@pytest.mark.parametrize("failing_call", [1, 2])
+def test_without_exchange_a_failed_rename_restores_the_served_version(served, monkeypatch,
+                                                                      failing_call):
+  model_dir, export_dir, before = served
+
+  def unsupported(a, b):
+    raise OSError(38, "renameat2 is not available")  # ENOSYS: the fallback path.
+
+  monkeypatch.setattr(export, "_exchange", unsupported)
+  calls = _rename_failing_at(monkeypatch, failing_call)
+  with pytest.raises(OSError, match="injected"):
+    export.export(model_dir, str(export_dir), overwrite=True)
+  # Call 1 moves the old version aside, call 2 moves the new one in; after a failure at
+  # call 2, call 3 moves the old one back.
+  assert calls[0][0] == str(export_dir / "3")
+  assert len(calls) == failing_call + (failing_call == 2)
+  assert _numeric_snapshot(export_dir) == before and os.listdir(export_dir) == ["3"]
+
+
+def test_without_exchange_overwrite_still_replaces(served, monkeypatch):
+  model_dir, export_dir, before = served
+  monkeypatch.setattr(export, "_exchange",
+                      lambda a, b: (_ for _ in ()).throw(OSError(38, "unsupported")))
+  export.export(model_dir, str(export_dir), overwrite=True)
+  assert os.listdir(export_dir) == ["3"]
+  assert not (export_dir / "3" / "old-version-marker").exists()  # Replaced.
+  assert (export_dir / "3" / "saved_model.pb").stat().st_size > 0
+
+
+def test_exchange_swaps_two_directories(tmp_path):
+  (tmp_path / "a").mkdir()
+  (tmp_path / "a" / "x").write_text("from a")
+  (tmp_path / "b").mkdir()
+  (tmp_path / "b" / "x").write_text("from b")
+  export._exchange(str(tmp_path / "a"), str(tmp_path / "b"))
+  assert (tmp_path / "a" / "x").read_text() == "from b"
+  assert (tmp_path / "b" / "x").read_text() == "from a"
+
+
+def test_stale_staging_directories_are_removed_and_live_ones_kept(served, tmp_path):
+  import fcntl
+  model_dir, export_dir, _ = served
+  killed = export_dir / ".tmp-export-3-killed"  # A dead export's: lock file, nobody holds it.
+  killed.mkdir()
+  (killed / ".lock").write_text("")
+  (killed / "model").mkdir()
+  running = export_dir / ".tmp-export-3-running"  # A running export holds its lock.
+  running.mkdir()
+  lock = os.open(running / ".lock", os.O_RDWR | os.O_CREAT)
+  fcntl.flock(lock, fcntl.LOCK_EX)
+  just_made = export_dir / ".tmp-export-3-new"  # No lock yet, made a moment ago.
+  just_made.mkdir()
+  old = export_dir / ".tmp-export-3-old"  # No lock, hours old: an older export's.
+  old.mkdir()
+  os.utime(old, (time.time() - 7200, time.time() - 7200))
+  other = export_dir / "notes"
+  other.mkdir()
+  try:
+    export.export(model_dir, str(export_dir), version=4)
+    assert sorted(os.listdir(export_dir)) == sorted(
+        ["3", "4", running.name, just_made.name, other.name])
+  finally:
+    os.close(lock)
+
+
+def test_metadata_records_the_training_data(mvae_run, tmp_path):
+  _, _, path = mvae_run
+  meta = tf.saved_model.load(path).signatures["metadata"]()
+  assert int(meta["num_sprites"]) == 2
+  assert float(meta["presence_prob"]) == pytest.approx(0.5)
+  c_model = c_saved_model.CSavedModel(path)
+  try:
+    c_meta = c_model.run("metadata", {})
+  finally:
+    c_model.close()
+  assert int(c_meta["num_sprites"]) == 2
