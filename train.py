@@ -52,6 +52,9 @@ flags.DEFINE_enum("precision", _TRAIN_DEFAULTS.precision, config_lib.PRECISIONS,
 flags.DEFINE_integer("num_cpu_devices", 1,
                      "Without GPUs, split the CPU into this many replicas (for trying "
                      "multi-replica training); ignored when GPUs are visible.")
+flags.DEFINE_string("restore_from", None,
+                    "Resume from this checkpoint of --model_dir (e.g. ckpt-1200) instead of "
+                    "the latest, when the latest cannot be read.")
 flags.DEFINE_float("checkpoint_every_secs", 300.0, "Seconds between checkpoints.")
 flags.DEFINE_float("log_every_secs", 15.0, "Seconds between progress lines.")
 flags.DEFINE_integer("summary_every_steps", 100, "Steps between TensorBoard scalars.")
@@ -63,6 +66,9 @@ FLAGS = flags.FLAGS
 def configs_from_flags():
   """The run's (ModelConfig, TrainConfig); raises ConfigError on a bad flag."""
   is_vae = FLAGS.model == "vae"
+  if is_vae and FLAGS["aggregation"].present:
+    raise config_lib.ConfigError("--aggregation does not apply to --model=vae (it decodes "
+                                 "one latent, with nothing to pool); leave it out")
   if FLAGS.num_objects is not None:
     num_objects = FLAGS.num_objects
   else:
@@ -110,10 +116,10 @@ def main(argv):
         summary_every_steps=FLAGS.summary_every_steps,
         image_every_steps=FLAGS.image_every_steps)
     training.train(model_config, train_config, FLAGS.model_dir, strategy, options,
-                   log=lambda line: print(line, flush=True))
+                   log=lambda line: print(line, flush=True), restore_from=FLAGS.restore_from)
   except config_lib.ConfigError as e:
     _fail(e, 2)
-  except training.TrainingDiverged as e:
+  except (training.TrainingDiverged, training.CheckpointWriteError) as e:
     _fail(e, 1)
 
 if __name__ == "__main__":

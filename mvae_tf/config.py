@@ -85,6 +85,9 @@ class ModelConfig:
     if self.model == "vae":
       _require(self.num_objects == 1,
                f"--num_objects must be 1 for --model=vae; received {self.num_objects}")
+      _require(self.aggregation == "max",
+               "--aggregation does not apply to --model=vae (it decodes one latent, with "
+               f"nothing to pool); received {self.aggregation!r}")
     _require(self.num_objects <= self.num_candidates,
              f"--num_objects must be at most the number of candidates, {self.grid_size}x"
              f"{self.grid_size}={self.num_candidates} for --num_pooling={self.num_pooling}; "

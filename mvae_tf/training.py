@@ -17,6 +17,7 @@ import dataclasses
 import os
 import signal
 import sys
+import tempfile
 import time
 
 import keras
@@ -169,12 +170,14 @@ def _describe_dir_contents(model_dir):
   return ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
 
 
-def prepare_model_dir(model_dir, model_config, train_config):
-  """Checks `model_dir` against the requested configuration, then records it.
+def check_model_dir(model_dir, model_config, train_config):
+  """Checks `model_dir` against the requested configuration; writes nothing but a probe.
 
-  A new or empty directory gets `config.json`. A directory with a `config.json` must match
-  it in every setting but `train_steps`, or ConfigError names the settings that differ; the
-  directory is left untouched. A non-empty directory without one is refused.
+  A new or empty directory is fine. A directory with a `config.json` must match it in every
+  setting but the resumable ones (`config.RESUMABLE_KEYS`), or ConfigError names the
+  settings that differ. A non-empty directory without one is refused, and so is a directory
+  that cannot be created or written (checked by writing and removing a small file, which
+  catches read-only and full file systems that permission bits do not show).
   """
   requested = config_lib.to_dict(model_config, train_config)
   path = config_lib.config_path(model_dir)
@@ -192,8 +195,92 @@ def prepare_model_dir(model_dir, model_config, train_config):
     raise config_lib.ConfigError(
         f"--model_dir {model_dir!r} is not empty ({_describe_dir_contents(model_dir)}) and "
         f"has no {config_lib.CONFIG_FILE}; refusing to write into it")
-  os.makedirs(model_dir, exist_ok=True)
-  config_lib.write_json_atomic(path, requested)
+  try:
+    os.makedirs(model_dir, exist_ok=True)
+    fd, probe = tempfile.mkstemp(dir=model_dir, prefix=".tmp-write-probe-")
+    try:
+      os.write(fd, b"0" * 4096)
+      os.fsync(fd)
+    finally:
+      os.close(fd)
+      os.remove(probe)
+  except OSError as e:
+    raise config_lib.ConfigError(
+        f"--model_dir {model_dir!r} is not writable: {e.strerror}") from None
+
+
+def record_config(model_dir, model_config, train_config):
+  """Writes the run's `config.json` (atomically) into a checked `model_dir`."""
+  config_lib.write_json_atomic(config_lib.config_path(model_dir),
+                               config_lib.to_dict(model_config, train_config))
+
+
+def prepare_model_dir(model_dir, model_config, train_config):
+  """`check_model_dir`, then `record_config`."""
+  check_model_dir(model_dir, model_config, train_config)
+  record_config(model_dir, model_config, train_config)
+
+
+class CheckpointWriteError(RuntimeError):
+  """A checkpoint could not be written to the model directory (a full or failing disk)."""
+
+
+def _restore(trainer, manager, model_dir, restore_from):
+  """Restores the latest checkpoint, or `restore_from` (a name like ckpt-1200); returns it.
+
+  Raises ConfigError naming the checkpoint when it cannot be read; nothing is written first.
+  """
+  if restore_from:
+    path = os.path.join(model_dir, restore_from)
+    if not tf.io.gfile.exists(path + ".index"):
+      names = [os.path.basename(p) for p in manager.checkpoints]
+      raise config_lib.ConfigError(
+          f"--restore_from={restore_from}: no such checkpoint in {model_dir!r} (it has "
+          f"{', '.join(names) or 'none'})")
+  else:
+    path = manager.latest_checkpoint
+  if not path:
+    return None
+  try:
+    trainer.checkpoint.restore(path).assert_existing_objects_matched()
+  except (tf.errors.OpError, AssertionError, ValueError, KeyError, IndexError, OSError) as e:
+    older = [os.path.basename(p) for p in manager.checkpoints if p != path]
+    how = (f"resume from an older one with --restore_from={older[-1]}" if older else
+           "no older checkpoint is left: start a new --model_dir")
+    raise config_lib.ConfigError(
+        f"cannot restore checkpoint {path}: {_first_line(e)}. --model_dir was left "
+        f"untouched; {how}") from None
+  return path
+
+
+def _first_line(error, limit=300):
+  text = (str(error).strip() or type(error).__name__).splitlines()[0]
+  return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _save(manager, trainer, step, model_dir, model_config, train_config):
+  """Saves a checkpoint; if the model directory fails, saves a rescue copy and raises.
+
+  The rescue copy is a complete model directory (config.json and a checkpoint) in the
+  system's temporary directory, so the run resumes from it with --model_dir=<rescue>.
+  """
+  try:
+    manager.save(checkpoint_number=step)
+    return
+  except (tf.errors.OpError, OSError) as e:
+    error = _first_line(e)
+  try:
+    rescue = tempfile.mkdtemp(prefix=f"mvae-rescue-step{step}-")
+    record_config(rescue, model_config, train_config)
+    tf.train.CheckpointManager(trainer.checkpoint, rescue, max_to_keep=1).save(
+        checkpoint_number=step)
+    saved = (f"saved step {step} to {rescue} instead, a complete model directory: resume "
+             f"with --model_dir={rescue}, or copy its files into {model_dir!r} once it has "
+             "space")
+  except (tf.errors.OpError, OSError) as e:
+    saved = f"the rescue copy failed too ({_first_line(e)}); step {step} is lost"
+  raise CheckpointWriteError(
+      f"cannot write a checkpoint to --model_dir {model_dir!r}: {error}; {saved}")
 
 
 def _kl_map_images(kl_map):
@@ -261,7 +348,7 @@ class LoopOptions:
 
 
 def train(model_config, train_config, model_dir, strategy=None, options=LoopOptions(),
-          log=print, dataset_transform=None):
+          log=print, dataset_transform=None, restore_from=None):
   """Trains until `train_config.train_steps`, resuming from `model_dir`'s latest checkpoint.
 
   Returns the step reached. A finished run returns at once; SIGTERM or SIGINT saves a
@@ -269,12 +356,21 @@ def train(model_config, train_config, model_dir, strategy=None, options=LoopOpti
   `TrainingDiverged` before anything more is saved, so the checkpoints on disk are all of
   finite steps.
 
+  `restore_from`, a checkpoint name in `model_dir` such as "ckpt-1200", resumes from it
+  instead of the latest (for when the latest cannot be read).
+
   `dataset_transform`, if given, maps the training `tf.data.Dataset` before it is
   distributed (tests use it to inject faults).
+
+  Raises:
+    config.ConfigError: before any work, for a model directory of another configuration,
+      one that cannot be written, or a checkpoint that cannot be restored.
+    TrainingDiverged: at a non-finite step, which is not saved.
+    CheckpointWriteError: when a checkpoint cannot be written (after saving a rescue copy).
   """
   strategy = strategy or make_strategy()
   check_replicas(train_config, strategy)
-  prepare_model_dir(model_dir, model_config, train_config)
+  check_model_dir(model_dir, model_config, train_config)
   warning = machine.bfloat16_warning(train_config.precision,
                                      len(tf.config.list_physical_devices("GPU")))
   if warning:
@@ -282,9 +378,10 @@ def train(model_config, train_config, model_dir, strategy=None, options=LoopOpti
   trainer = Trainer(model_config, train_config, strategy)
   manager = tf.train.CheckpointManager(trainer.checkpoint, model_dir,
                                        max_to_keep=options.max_checkpoints)
-  if manager.latest_checkpoint:
-    trainer.checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-    log(f"Resumed from {manager.latest_checkpoint} at step {trainer.step}.")
+  restored = _restore(trainer, manager, model_dir, restore_from)
+  if restored:
+    log(f"Resumed from {restored} at step {trainer.step}.")
+  record_config(model_dir, model_config, train_config)
   start_step = trainer.step
   total = train_config.train_steps
   if start_step >= total:
@@ -352,9 +449,9 @@ def train(model_config, train_config, model_dir, strategy=None, options=LoopOpti
         since_log, images_since_log, last_log = [], 0, now
         writer.flush()
       if now - last_ckpt >= options.checkpoint_every_secs:
-        manager.save(checkpoint_number=step)
+        _save(manager, trainer, step, model_dir, model_config, train_config)
         last_ckpt = now
-    manager.save(checkpoint_number=step)
+    _save(manager, trainer, step, model_dir, model_config, train_config)
     writer.flush()
   if stop.signal_name:
     log(f"Received {stop.signal_name}: saved a checkpoint at step {step} and stopped.")

@@ -43,10 +43,22 @@ def test_threshold_search_is_the_best_of_all_thresholds():
   rng = np.random.RandomState(1)
   maps = rng.exponential(1.0, size=(300, 3, 3))
   counts = rng.randint(0, 4, size=300)
-  _, accuracy = counting.search_threshold(maps, counts)
+  threshold, accuracy = counting.search_threshold(maps, counts)
   brute = max(counting.count_accuracy(maps, counts, t)
               for t in np.concatenate([np.unique(maps) - 1e-9, np.unique(maps) + 1e-9]))
   assert accuracy == pytest.approx(brute)
+  # The returned threshold achieves the reported accuracy, not just some threshold does.
+  assert counting.count_accuracy(maps, counts, threshold) == pytest.approx(accuracy)
+
+
+def test_threshold_is_the_middle_of_the_best_gap():
+  # A cell counts when its KL exceeds the threshold t. Scene 1 (1 object, cells 1 and 7)
+  # is right for t in [1, 7); scene 2 (2 objects, cells 5 and 9) for t < 5; so both for t in
+  # [1, 5), and the search returns the middle of that interval: 3.
+  maps = np.array([[[1.0, 7.0]], [[5.0, 9.0]]])
+  threshold, accuracy = counting.search_threshold(maps, np.array([1, 2]))
+  assert accuracy == 1.0
+  assert threshold == pytest.approx(3.0)
 
 
 def test_count_accuracy_and_confusion_of_a_planted_map():

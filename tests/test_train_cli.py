@@ -1,6 +1,7 @@
 """train.py as a user runs it: flag errors, train then resume, SIGTERM checkpoints."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -11,9 +12,15 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+# No GPU is visible to the child, so it runs the same way (CPU replicas as
+# --num_cpu_devices says) on machines with any number of GPUs.
+CPU_ONLY = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+
+
 def _run(*flags, timeout=300):
   return subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), *flags],
-                        capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+                        capture_output=True, text=True, timeout=timeout, cwd=ROOT,
+                        env=CPU_ONLY)
 
 
 @pytest.mark.parametrize("flags, message", [
@@ -28,6 +35,9 @@ def _run(*flags, timeout=300):
      r"--batch_size must be divisible by the number of replicas \(2\); received 5"),
     (["--learning_rate=0"], r"--learning_rate must be a number > 0"),
     (["--presence_prob=2"], r"--presence_prob.*between 0 and 1"),
+    (["--model=vae", "--aggregation=sum"], r"--aggregation does not apply to --model=vae"),
+    (["--model=vae", "--aggregation=max"], r"--aggregation does not apply to --model=vae"),
+    (["--precision=float16"], r"--precision=float16: value should be one of"),
 ])
 def test_bad_flags_fail_with_one_clear_line(tmp_path, flags, message):
   model_dir = tmp_path / "run"
@@ -36,7 +46,6 @@ def test_bad_flags_fail_with_one_clear_line(tmp_path, flags, message):
   assert "Traceback" not in result.stderr
   error_lines = [l for l in result.stderr.splitlines() if "error" in l.lower()]
   assert error_lines, result.stderr
-  import re
   assert re.search(message, result.stderr), result.stderr
   assert not model_dir.exists()  # Nothing was written.
 
@@ -63,19 +72,72 @@ def test_train_then_resume(tmp_path):
 
 
 def test_sigterm_saves_a_checkpoint(tmp_path):
+  import queue
+  import threading
   model_dir = str(tmp_path / "run")
   process = subprocess.Popen(
       [sys.executable, os.path.join(ROOT, "train.py"), "--num_sprites=2", "--batch_size=4",
        "--train_steps=100000", f"--model_dir={model_dir}", "--log_every_secs=0.01"],
-      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
-  deadline = time.time() + 240
-  for line in process.stdout:
-    if line.startswith("step ") or time.time() > deadline:
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=CPU_ONLY)
+  try:
+    # A thread reads stdout, so that a child that prints nothing cannot stall the test
+    # past its deadline.
+    lines = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(l) for l in process.stdout] + [lines.put(None)],
+                     daemon=True).start()
+    deadline = time.time() + 240
+    output = []
+    while time.time() < deadline:
+      try:
+        line = lines.get(timeout=max(0.0, deadline - time.time()))
+      except queue.Empty:
+        break
+      if line is None:
+        break
+      output.append(line)
+      if line.startswith("step "):
+        break
+    assert any(l.startswith("step ") for l in output), "".join(output)
+    process.send_signal(signal.SIGTERM)
+    process.wait(timeout=120)
+    stderr = process.stderr.read()
+  finally:
+    if process.poll() is None:
+      process.kill()
+      process.wait()
+  rest = []
+  while True:
+    try:
+      line = lines.get(timeout=10)
+    except queue.Empty:
       break
-  process.send_signal(signal.SIGTERM)
-  stdout, stderr = process.communicate(timeout=120)
+    if line is None:
+      break
+    rest.append(line)
+  stdout = "".join(output + rest)
   assert process.returncode == 0, stderr
   assert "Received SIGTERM: saved a checkpoint at step" in stdout
   step = int(stdout.split("saved a checkpoint at step ")[1].split()[0])
   assert step >= 1
   assert os.path.exists(os.path.join(model_dir, f"ckpt-{step}.index"))
+
+
+def test_a_malformed_config_json_is_one_clear_error(tmp_path):
+  model_dir = tmp_path / "run"
+  model_dir.mkdir()
+  (model_dir / "config.json").write_text('{"model": {"model": "mvae"}, "train": ')
+  result = _run(f"--model_dir={model_dir}", "--train_steps=1")
+  assert result.returncode == 2 and "Traceback" not in result.stderr
+  errors = [l for l in result.stderr.splitlines() if l.startswith("train.py: error")]
+  assert len(errors) == 1, result.stderr
+  assert re.search(r"unreadable run configuration .*run/config.json", errors[0])
+  assert os.listdir(model_dir) == ["config.json"]
+
+
+def test_a_model_dir_that_cannot_be_created_is_one_clear_error(tmp_path):
+  a_file = tmp_path / "file"
+  a_file.write_text("x")
+  result = _run(f"--model_dir={a_file / 'run'}", "--train_steps=1")
+  assert result.returncode == 2 and "Traceback" not in result.stderr
+  assert re.search(r"train.py: error: --model_dir '.*file/run' is not writable: Not a "
+                   r"directory", result.stderr), result.stderr

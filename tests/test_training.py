@@ -177,3 +177,79 @@ def test_the_step_reports_non_finite_gradients():
   bad = trainer.train_step(next(iter(trainer.distribute(
       tf.data.Dataset.from_tensors({**batch, "noise": tf.constant(noise)})))))
   assert float(bad["nonfinite"]) == 1
+
+
+def _listing(directory):
+  """{name: (size, mtime_ns)} of a directory's files: what "left untouched" means."""
+  return {n: (os.stat(os.path.join(directory, n)).st_size,
+              os.stat(os.path.join(directory, n)).st_mtime_ns) for n in os.listdir(directory)}
+
+
+def test_a_corrupt_latest_checkpoint_is_one_clear_error_and_an_older_one_resumes(tmp_path):
+  model_dir = str(tmp_path / "run")
+  strategy = _strategy("/cpu:0")
+  every_step = training.LoopOptions(checkpoint_every_secs=1e-9, log_every_secs=1e9,
+                                    summary_every_steps=100, image_every_steps=100)
+  training.train(MODEL, _train_config(train_steps=3), model_dir, strategy, every_step,
+                 log=lambda _: None)
+  data_file = [n for n in os.listdir(model_dir) if n.startswith("ckpt-3.data")][0]
+  with open(os.path.join(model_dir, data_file), "r+b") as f:
+    f.truncate(os.path.getsize(f.name) // 2)  # A checkpoint cut short, as by a full disk.
+  before = _listing(model_dir)
+  with pytest.raises(config.ConfigError,
+                     match=r"cannot restore checkpoint .*ckpt-3: .*--model_dir was left "
+                           r"untouched; resume from an older one with --restore_from=ckpt-2"):
+    training.train(MODEL, _train_config(train_steps=5), model_dir, strategy, every_step,
+                   log=lambda _: None)
+  assert _listing(model_dir) == before
+  with pytest.raises(config.ConfigError, match=r"--restore_from=ckpt-9: no such checkpoint "
+                                               r"in .* \(it has ckpt-1, ckpt-2, ckpt-3\)"):
+    training.train(MODEL, _train_config(train_steps=5), model_dir, strategy, every_step,
+                   log=lambda _: None, restore_from="ckpt-9")
+  lines = []
+  assert training.train(MODEL, _train_config(train_steps=5), model_dir, strategy, every_step,
+                        log=lines.append, restore_from="ckpt-2") == 5
+  assert any("Resumed from" in line and "ckpt-2 at step 2" in line for line in lines)
+  assert _weights(model_dir)[0] == 5
+
+
+def test_an_unwritable_model_dir_is_refused_before_any_work(tmp_path, monkeypatch):
+  def read_only(*args, **kwargs):
+    raise OSError(30, "Read-only file system")  # EROFS, as a read-only mount gives.
+
+  monkeypatch.setattr(training.tempfile, "mkstemp", read_only)
+  with pytest.raises(config.ConfigError,
+                     match=r"--model_dir '.*run' is not writable: Read-only file system"):
+    training.train(MODEL, _train_config(), str(tmp_path / "run"), _strategy("/cpu:0"), QUIET,
+                   log=lambda _: None)
+  assert os.listdir(tmp_path / "run") == []  # No config.json, no checkpoint.
+
+
+def test_a_checkpoint_that_cannot_be_written_is_rescued(tmp_path, monkeypatch):
+  model_dir = str(tmp_path / "run")
+  real_save = tf.train.CheckpointManager.save
+  calls = []
+
+  def save(self, checkpoint_number=None, **kwargs):
+    if os.path.abspath(self.directory) == os.path.abspath(model_dir):
+      calls.append(checkpoint_number)
+      if len(calls) == 2:
+        raise tf.errors.ResourceExhaustedError(None, None, "No space left on device")
+    return real_save(self, checkpoint_number=checkpoint_number, **kwargs)
+
+  monkeypatch.setattr(tf.train.CheckpointManager, "save", save)
+  every_step = training.LoopOptions(checkpoint_every_secs=1e-9, log_every_secs=1e9,
+                                    summary_every_steps=100, image_every_steps=100)
+  with pytest.raises(training.CheckpointWriteError) as raised:
+    training.train(MODEL, _train_config(train_steps=4), model_dir, _strategy("/cpu:0"),
+                   every_step, log=lambda _: None)
+  message = str(raised.value)
+  assert "cannot write a checkpoint to --model_dir" in message
+  assert "No space left on device" in message
+  rescue = message.split("saved step 2 to ")[1].split(" instead")[0]
+  assert f"--model_dir={rescue}" in message
+  step, weights = _weights(rescue)  # A complete model directory at the lost step.
+  assert step == 2 and len(weights) == len(_weights(model_dir)[1])
+  assert _weights(model_dir)[0] == 1  # The model_dir keeps its last good checkpoint.
+  import shutil
+  shutil.rmtree(rescue)
