@@ -37,6 +37,9 @@ from absl import logging as absl_logging
 flags.DEFINE_string("json", None, "Also write the figures to this JSON file.")
 flags.DEFINE_bool("quick", False, "Tiny sizes and few repeats, to check that it runs.")
 flags.DEFINE_list("sprites", ["3", "8"], "Sprite counts to time training at.")
+flags.DEFINE_list("precisions", None, "Training precisions to time (float32, "
+                  "mixed_bfloat16); default: float32, and mixed_bfloat16 where the hardware "
+                  "has bf16 units.")
 FLAGS = flags.FLAGS
 
 # Precision names in the JSON keys, as the issue that asked for them spells them.
@@ -164,12 +167,12 @@ def run(sizes, sprite_counts, log):
   from mvae_tf import config, flops, machine  # pylint: disable=g-import-not-at-top
   facts = {**machine.cpu_facts(), **machine.tensorflow_facts()}
   bf16_hardware = bool(facts["gpus"]) or machine.cpu_has_bfloat16_units()
-  precisions = ["float32"] + (["mixed_bfloat16"] if bf16_hardware else [])
+  precisions = FLAGS.precisions or ["float32"] + (["mixed_bfloat16"] if bf16_hardware else [])
   log(f"machine: {facts}")
   results = {"machine": facts, "batch_size": sizes.batch, "quick": FLAGS.quick}
 
   results["matmul_gflops"] = {"fp32": matmul_gflops(tf.float32, sizes.matmul, sizes.repeats)}
-  if bf16_hardware:
+  if "mixed_bfloat16" in precisions:
     results["matmul_gflops"]["bfloat16"] = matmul_gflops(tf.bfloat16, sizes.matmul,
                                                          sizes.repeats)
   log(f"matmul {sizes.matmul}^2: {results['matmul_gflops']}")
@@ -259,6 +262,12 @@ def main(argv):
     print(f"benchmark.py: error: --sprites must be integers >= 1; received {FLAGS.sprites}",
           file=sys.stderr)
     sys.exit(2)
+  from mvae_tf import config  # pylint: disable=g-import-not-at-top
+  if FLAGS.precisions and (set(FLAGS.precisions) - set(config.PRECISIONS)
+                           or "float32" not in FLAGS.precisions):
+    print(f"benchmark.py: error: --precisions must include float32 and name only "
+          f"{', '.join(config.PRECISIONS)}; received {FLAGS.precisions}", file=sys.stderr)
+    sys.exit(2)
   if FLAGS.json and not os.path.isdir(os.path.dirname(os.path.abspath(FLAGS.json))):
     print(f"benchmark.py: error: --json {FLAGS.json!r}: its directory does not exist",
           file=sys.stderr)
@@ -266,7 +275,6 @@ def main(argv):
   results = run(Sizes(FLAGS.quick), sprite_counts, log=lambda line: print(line, flush=True))
   print(format_table(results))
   if FLAGS.json:
-    from mvae_tf import config  # pylint: disable=g-import-not-at-top
     config.write_json_atomic(FLAGS.json, results)
     print(f"wrote {FLAGS.json}")
 

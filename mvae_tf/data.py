@@ -62,8 +62,47 @@ def _shape_inside(shape, u, v):
   return tf.where(shape == 0, square, tf.where(shape == 1, ellipse, heart))
 
 
+# Each sprite is rendered in a WINDOW x WINDOW pixel window around its centre, then placed in
+# the image. A sprite lies within [-1, 1]^2 of its own frame (`_shape_inside`), so within
+# sqrt(2) * SPRITE_RADIUS * MAX_SCALE * 64 = 14.5 pixels of its centre, and a 32-pixel window
+# starting 16 pixels before the centre's pixel holds every pixel it can cover.
+WINDOW = 32
+
+
+def _sprite_windows(position):
+  """Each sprite's window: its first row and column, clipped into the image.
+
+  Args:
+    position: float32 [B, S, 2], (y, x) centres as fractions of the image side.
+
+  Returns:
+    int32 [B, S, 2], the (row, column) of each window's top-left pixel.
+  """
+  centre_pixel = tf.cast(tf.floor(position * IMAGE_SIZE), tf.int32)  # [B, S, 2]
+  return tf.clip_by_value(centre_pixel - WINDOW // 2, 0, IMAGE_SIZE - WINDOW)
+
+
+def _place(windows, start):
+  """Puts each sprite's window back in the full image: [B, S, W, W] -> [B, S, 64, 64].
+
+  Pixel (i, j) of the image is pixel (i - row, j - column) of the window, and 0 outside it:
+  image = P_rows^T . window . P_cols with one-hot placement matrices P [W, 64], which is
+  exact (each output sums one window value times 1 and zeros) and, as batched matrix
+  products, faster than gathering.
+  """
+  window = tf.range(WINDOW)[None, None, :]  # [1, 1, W]
+  place_rows = tf.one_hot(start[:, :, 0, None] + window, IMAGE_SIZE)  # [B, S, W, 64]
+  place_cols = tf.one_hot(start[:, :, 1, None] + window, IMAGE_SIZE)  # [B, S, W, 64]
+  rows_placed = tf.linalg.matmul(place_rows, windows, transpose_a=True)  # [B, S, 64, W]
+  return tf.linalg.matmul(rows_placed, place_cols)  # [B, S, 64, 64]
+
+
 def render_scenes(present, shape, scale, orientation, position, colour):
   """Renders scenes from sprite factors.
+
+  Every pixel's coverage is the same function of its centre as if the whole image were
+  evaluated; only pixels too far from a sprite to be covered (outside its `WINDOW`) are
+  skipped, which makes rendering several times cheaper.
 
   Args:
     present: float32 [B, S], 1 where sprite slot s holds a sprite.
@@ -78,17 +117,20 @@ def render_scenes(present, shape, scale, orientation, position, colour):
     masks: float32 [B, S + 1, 64, 64], background first; see the module docstring.
   """
   centres = (tf.range(IMAGE_SIZE, dtype=tf.float32) + 0.5) / IMAGE_SIZE  # [64]
-  py = centres[None, None, :, None]  # [1, 1, 64, 1]
-  px = centres[None, None, None, :]  # [1, 1, 1, 64]
-  dy = py - position[:, :, 0, None, None]  # [B, S, 64, 1]
-  dx = px - position[:, :, 1, None, None]  # [B, S, 1, 64]
+  start = _sprite_windows(position)  # [B, S, 2]
+  window = tf.range(WINDOW)[None, None, :]  # [1, 1, W]
+  py = tf.gather(centres, start[:, :, 0, None] + window)[:, :, :, None]  # [B, S, W, 1]
+  px = tf.gather(centres, start[:, :, 1, None] + window)[:, :, None, :]  # [B, S, 1, W]
+  dy = py - position[:, :, 0, None, None]  # [B, S, W, 1]
+  dx = px - position[:, :, 1, None, None]  # [B, S, 1, W]
   cos = tf.cos(orientation)[:, :, None, None]  # [B, S, 1, 1]
   sin = tf.sin(orientation)[:, :, None, None]
   radius = (SPRITE_RADIUS * scale)[:, :, None, None]  # [B, S, 1, 1]
-  u = (cos * dx + sin * dy) / radius  # [B, S, 64, 64]
-  v = (-sin * dx + cos * dy) / radius  # [B, S, 64, 64]
-  inside = _shape_inside(shape[:, :, None, None], u, v)
-  cover = tf.cast(inside, tf.float32) * present[:, :, None, None]  # [B, S, 64, 64]
+  u = (cos * dx + sin * dy) / radius  # [B, S, W, W]
+  v = (-sin * dx + cos * dy) / radius  # [B, S, W, W]
+  inside = _shape_inside(shape[:, :, None, None], u, v)  # [B, S, W, W]
+  cover = _place(tf.cast(inside, tf.float32), start) * present[:, :, None, None]
+  # `cover` has shape [B, S, 64, 64].
   image = tf.einsum("bshw,bsc->bhwc", cover, colour)  # [B, 64, 64, 3]
   image = tf.minimum(image, 1.0)
   depth = tf.reduce_sum(cover, axis=1, keepdims=True)  # [B, 1, 64, 64]

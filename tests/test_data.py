@@ -103,3 +103,38 @@ def test_a_lone_square_covers_its_expected_area():
 def test_bad_arguments_name_the_argument(kwargs, message):
   with pytest.raises(ValueError, match=message):
     data.make_dataset(**kwargs)
+
+
+def _full_image_cover(shape, scale, orientation, position):
+  """The coverage [B, S, 64, 64] evaluated at every pixel: what the windows must equal."""
+  centres = (tf.range(64, dtype=tf.float32) + 0.5) / 64
+  dy = centres[None, None, :, None] - position[:, :, 0, None, None]  # [B, S, 64, 1]
+  dx = centres[None, None, None, :] - position[:, :, 1, None, None]  # [B, S, 1, 64]
+  cos = tf.cos(orientation)[:, :, None, None]
+  sin = tf.sin(orientation)[:, :, None, None]
+  radius = (data.SPRITE_RADIUS * scale)[:, :, None, None]
+  u = (cos * dx + sin * dy) / radius
+  v = (-sin * dx + cos * dy) / radius
+  return tf.cast(data._shape_inside(shape[:, :, None, None], u, v), tf.float32)
+
+
+def test_windowed_rendering_equals_evaluating_every_pixel():
+  rng = np.random.RandomState(0)
+  b, s = 60, 5
+  position = rng.uniform(data.MIN_POSITION, data.MAX_POSITION, (b, s, 2))
+  position[:10] = data.MIN_POSITION  # Windows clipped at the top and left edges,
+  position[10:20] = data.MAX_POSITION  # at the bottom and right edges,
+  position[20:30, :, 0] = data.MIN_POSITION  # and mixed.
+  scale = np.where(rng.rand(b, s) < 0.5, data.MAX_SCALE, rng.uniform(0.5, 1.0, (b, s)))
+  factors = dict(present=tf.ones([b, s]), shape=tf.constant(rng.randint(0, 3, (b, s)), tf.int32),
+                 scale=tf.constant(scale, tf.float32),
+                 orientation=tf.constant(rng.uniform(0, 2 * math.pi, (b, s)), tf.float32),
+                 position=tf.constant(position, tf.float32),
+                 colour=tf.constant(rng.rand(b, s, 3), tf.float32))
+  image, masks = data.render_scenes(**factors)
+  cover = _full_image_cover(factors["shape"], factors["scale"], factors["orientation"],
+                            factors["position"])
+  np.testing.assert_array_equal(masks.numpy()[:, 1:] > 0, cover.numpy() > 0)
+  expected = tf.minimum(tf.einsum("bshw,bsc->bhwc", cover, factors["colour"]), 1.0)
+  np.testing.assert_array_equal(image.numpy(), expected.numpy())
+  assert cover.numpy().sum(axis=(2, 3)).min() > 0  # Every sprite drew something.

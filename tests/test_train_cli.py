@@ -122,15 +122,23 @@ def test_sigterm_saves_a_checkpoint(tmp_path):
   assert os.path.exists(os.path.join(model_dir, f"ckpt-{step}.index"))
 
 
-def test_a_malformed_config_json_is_one_clear_error(tmp_path):
+@pytest.mark.parametrize("content, message", [
+    ('{"model": {"model": "mvae"}, "train": ', r"unreadable run configuration .*run/config.json"),
+    ("[1, 2]", r"malformed run configuration .*run/config.json: missing or unexpected"),
+    ('{"model": {"latent_dim": "x"}, "train": {}}',
+     r"malformed run configuration .*run/config.json: --latent_dim must be an integer"),
+    ('{"model": {}, "train": {"batch": 3}}',
+     r"malformed run configuration .*run/config.json: missing or unexpected setting"),
+])
+def test_a_malformed_config_json_is_one_clear_error_naming_it(tmp_path, content, message):
   model_dir = tmp_path / "run"
   model_dir.mkdir()
-  (model_dir / "config.json").write_text('{"model": {"model": "mvae"}, "train": ')
+  (model_dir / "config.json").write_text(content)
   result = _run(f"--model_dir={model_dir}", "--train_steps=1")
   assert result.returncode == 2 and "Traceback" not in result.stderr
   errors = [l for l in result.stderr.splitlines() if l.startswith("train.py: error")]
   assert len(errors) == 1, result.stderr
-  assert re.search(r"unreadable run configuration .*run/config.json", errors[0])
+  assert re.search(message, errors[0]), errors[0]
   assert os.listdir(model_dir) == ["config.json"]
 
 
