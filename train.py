@@ -37,6 +37,14 @@ flags.DEFINE_enum("model", _MODEL_DEFAULTS.model, config_lib.MODELS,
 flags.DEFINE_integer("num_pooling", _MODEL_DEFAULTS.num_pooling,
                      "Max-pooling layers in the encoder: the candidate grid is "
                      "64 / 2**num_pooling cells a side.")
+flags.DEFINE_integer("suppression_radius", _MODEL_DEFAULTS.suppression_radius,
+                     "0: keep the top-N cells by KL (the paper). r >= 1: after selecting a "
+                     "cell, skip the cells within r of it (non-maximum suppression).")
+flags.DEFINE_integer("decoder_width", _MODEL_DEFAULTS.decoder_width,
+                     "Multiplies the channels of g's and h's convolutions (1: 16; 32, 16).")
+flags.DEFINE_integer("kl_warmup_steps", _TRAIN_DEFAULTS.kl_warmup_steps,
+                     "0 (the paper), or W: the KL term's weight in the objective rises "
+                     "linearly from 1/W to 1 over the first W steps.")
 flags.DEFINE_integer("batch_size", _TRAIN_DEFAULTS.batch_size,
                      "Global batch size, split evenly across replicas.")
 flags.DEFINE_integer("train_steps", _TRAIN_DEFAULTS.train_steps, "Total optimizer steps.")
@@ -81,10 +89,11 @@ def configs_from_flags():
       num_sprites=FLAGS.num_sprites, presence_prob=FLAGS.presence_prob,
       batch_size=FLAGS.batch_size, train_steps=FLAGS.train_steps,
       learning_rate=FLAGS.learning_rate, final_learning_rate=FLAGS.final_learning_rate,
-      seed=FLAGS.seed, precision=FLAGS.precision)
+      seed=FLAGS.seed, kl_warmup_steps=FLAGS.kl_warmup_steps, precision=FLAGS.precision)
   model_config = config_lib.ModelConfig(
       model=FLAGS.model, num_objects=num_objects, latent_dim=latent_dim,
-      aggregation=FLAGS.aggregation, num_pooling=FLAGS.num_pooling)
+      aggregation=FLAGS.aggregation, num_pooling=FLAGS.num_pooling,
+      suppression_radius=FLAGS.suppression_radius, decoder_width=FLAGS.decoder_width)
   for name in ("checkpoint_every_secs", "log_every_secs"):
     if getattr(FLAGS, name) <= 0:
       raise config_lib.ConfigError(f"--{name} must be > 0; received {getattr(FLAGS, name)}")

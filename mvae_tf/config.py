@@ -63,12 +63,18 @@ class ModelConfig:
     aggregation: the symmetric pooling over objects, "max" (the paper's) or "sum".
     num_pooling: how many of the encoder's four conv layers are followed by 2x2 max-pooling;
       the candidate grid is (64 / 2**num_pooling) squared.
+    suppression_radius: 0 selects the top-N cells by KL (the paper); r >= 1 suppresses the
+      cells within r of each selected one (`selection.TopKByKL`). MVAE only.
+    decoder_width: multiplies the channels of g's and h's convolutions (1: 16 for g, 32 and
+      16 for h).
   """
   model: str = "mvae"
   num_objects: int = 5
   latent_dim: int = 12
   aggregation: str = "max"
   num_pooling: int = 4
+  suppression_radius: int = 0
+  decoder_width: int = 1
 
   def __post_init__(self):
     _require(self.model in MODELS,
@@ -82,7 +88,15 @@ class ModelConfig:
              f"--latent_dim must be an integer >= 1; received {self.latent_dim!r}")
     _require(_is_int(self.num_objects) and self.num_objects >= 1,
              f"--num_objects must be an integer >= 1; received {self.num_objects!r}")
+    _require(_is_int(self.suppression_radius) and self.suppression_radius >= 0,
+             "--suppression_radius must be an integer >= 0; received "
+             f"{self.suppression_radius!r}")
+    _require(_is_int(self.decoder_width) and self.decoder_width >= 1,
+             f"--decoder_width must be an integer >= 1; received {self.decoder_width!r}")
     if self.model == "vae":
+      _require(self.suppression_radius == 0,
+               "--suppression_radius does not apply to --model=vae (it selects no cells); "
+               f"received {self.suppression_radius}")
       _require(self.num_objects == 1,
                f"--num_objects must be 1 for --model=vae; received {self.num_objects}")
       _require(self.aggregation == "max",
@@ -119,6 +133,9 @@ class TrainConfig:
     train_steps: total optimiser steps; the learning rate anneals over them.
     learning_rate, final_learning_rate: the schedule's ends (log-linear in between).
     seed: seeds the data stream, the reparameterisation noise and the initial weights.
+    kl_warmup_steps: 0 (the paper), or W > 0 to weight the KL term of the training loss by
+      min(1, step / W): the encoder commits to cells before the rate penalty shapes them.
+      Only the gradient changes; the reported loss is the full negative ELBO.
     precision: "float32", or "mixed_bfloat16" to compute the encoder and decoder in
       bfloat16 (variables, KL, selection and losses stay float32). It may change when a run
       resumes.
@@ -130,6 +147,7 @@ class TrainConfig:
   learning_rate: float = 1e-3
   final_learning_rate: float = 1e-5
   seed: int = 0
+  kl_warmup_steps: int = 0
   precision: str = "float32"
 
   def __post_init__(self):
@@ -141,6 +159,8 @@ class TrainConfig:
                               self.presence_prob)
     except ValueError as e:
       raise ConfigError(str(e).replace("argument `", "--").replace("`.", ":")) from None
+    _require(_is_int(self.kl_warmup_steps) and self.kl_warmup_steps >= 0,
+             f"--kl_warmup_steps must be an integer >= 0; received {self.kl_warmup_steps!r}")
     _require(_is_int(self.train_steps) and self.train_steps >= 1,
              f"--train_steps must be an integer >= 1; received {self.train_steps!r}")
     for name in ("learning_rate", "final_learning_rate"):

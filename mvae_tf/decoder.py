@@ -23,10 +23,11 @@ H_FILTERS = (32, 16)
 
 
 class ObjectNetwork(keras.layers.Layer):
-  """g: one latent to one object feature map, [M, D] -> [M, 32, 32, 16]."""
+  """g: one latent to one object feature map, [M, D] -> [M, 32, 32, 16 * width]."""
 
-  def __init__(self, **kwargs):
+  def __init__(self, width=1, **kwargs):
     super().__init__(**kwargs)
+    self.width = width
     policy = self.dtype_policy
     # Sub-layers are attributes, not list items: tf.train.Checkpoint follows attributes
     # but not the lists Keras 3 wraps.
@@ -36,10 +37,10 @@ class ObjectNetwork(keras.layers.Layer):
                                      dtype=policy)
     self.reshape = keras.layers.Reshape(G_RESHAPE, name="reshape", dtype=policy)
     self.upsample = upsampling.BilinearUpsample2x(name="upsample", dtype=policy)
-    self.conv1 = keras.layers.Conv2D(G_FILTERS[0], 3, padding="same", activation="elu",
-                                     name="conv1", dtype=policy)
-    self.conv2 = keras.layers.Conv2D(G_FILTERS[1], 3, padding="same", activation="elu",
-                                     name="conv2", dtype=policy)
+    self.conv1 = keras.layers.Conv2D(width * G_FILTERS[0], 3, padding="same",
+                                     activation="elu", name="conv1", dtype=policy)
+    self.conv2 = keras.layers.Conv2D(width * G_FILTERS[1], 3, padding="same",
+                                     activation="elu", name="conv2", dtype=policy)
 
   @property
   def dense(self):
@@ -67,7 +68,7 @@ class ObjectNetwork(keras.layers.Layer):
     features = self.reshape(features)  # [M, 8, 8, 16]
     for conv in self.convs:
       features = conv(self.upsample(features))
-    return features  # [M, 32, 32, 16]
+    return features  # [M, 32, 32, 16 * width]
 
 
 def aggregate(objects, aggregation):
@@ -83,14 +84,14 @@ def aggregate(objects, aggregation):
 class Renderer(keras.layers.Layer):
   """h: pooled features to Bernoulli logits, [B, 32, 32, C] -> [B, 64, 64, 3]."""
 
-  def __init__(self, **kwargs):
+  def __init__(self, width=1, **kwargs):
     super().__init__(**kwargs)
     policy = self.dtype_policy
-    self.conv1 = keras.layers.Conv2D(H_FILTERS[0], 3, padding="same", activation="elu",
-                                     name="conv1", dtype=policy)
+    self.conv1 = keras.layers.Conv2D(width * H_FILTERS[0], 3, padding="same",
+                                     activation="elu", name="conv1", dtype=policy)
     self.upsample = upsampling.BilinearUpsample2x(name="upsample", dtype=policy)
-    self.conv2 = keras.layers.Conv2D(H_FILTERS[1], 3, padding="same", activation="elu",
-                                     name="conv2", dtype=policy)
+    self.conv2 = keras.layers.Conv2D(width * H_FILTERS[1], 3, padding="same",
+                                     activation="elu", name="conv2", dtype=policy)
     self.logits = keras.layers.Conv2D(3, 3, padding="same", name="conv3", dtype=policy)
 
   def build(self, input_shape):
@@ -102,8 +103,8 @@ class Renderer(keras.layers.Layer):
     self.logits.build(self.conv2.compute_output_shape(shape))
 
   def call(self, pooled):
-    features = self.conv1(pooled)  # [B, 32, 32, 32]
-    features = self.conv2(self.upsample(features))  # [B, 64, 64, 16]
+    features = self.conv1(pooled)  # [B, 32, 32, 32 * width]
+    features = self.conv2(self.upsample(features))  # [B, 64, 64, 16 * width]
     return self.logits(features)  # [B, 64, 64, 3]
 
 
@@ -112,6 +113,8 @@ class Decoder(keras.layers.Layer):
 
   Args:
     aggregation: "max" or "sum".
+    width: multiplies the channels of g's and h's convolutions (1: 16 for g, 32 and 16 for
+      h; the paper gives no widths).
     dtype: the Keras dtype policy of g and h.
 
   Call arguments:
@@ -121,16 +124,17 @@ class Decoder(keras.layers.Layer):
     [B, 64, 64, 3] logits in the compute dtype.
   """
 
-  def __init__(self, aggregation="max", **kwargs):
+  def __init__(self, aggregation="max", width=1, **kwargs):
     super().__init__(**kwargs)
     aggregate(tf.zeros([1, 1]), aggregation)  # Validates `aggregation` now, not at call.
     self.aggregation = aggregation
-    self.object_network = ObjectNetwork(name="g", dtype=self.dtype_policy)
-    self.renderer = Renderer(name="h", dtype=self.dtype_policy)
+    self.width = width
+    self.object_network = ObjectNetwork(width, name="g", dtype=self.dtype_policy)
+    self.renderer = Renderer(width, name="h", dtype=self.dtype_policy)
 
   def build(self, input_shape):
     self.object_network.build((None, input_shape[-1]))
-    self.renderer.build((None, 32, 32, G_FILTERS[-1]))
+    self.renderer.build((None, 32, 32, self.width * G_FILTERS[-1]))
 
   def call(self, latents):
     shape = tf.shape(latents)
@@ -142,4 +146,4 @@ class Decoder(keras.layers.Layer):
     return self.renderer(aggregate(objects, self.aggregation))  # [B, 64, 64, 3]
 
   def get_config(self):
-    return {**super().get_config(), "aggregation": self.aggregation}
+    return {**super().get_config(), "aggregation": self.aggregation, "width": self.width}

@@ -89,17 +89,22 @@ class MVAE(_LatentVariableModel):
     aggregation: "max" or "sum".
     num_pooling: pooling layers in the encoder; the grid is 64 / 2**num_pooling a side.
     precision: "float32" or "mixed_bfloat16" (the encoder's and decoder's layers).
+    suppression_radius: 0 (top-N, the paper) or r >= 1 (`selection.TopKByKL`).
+    decoder_width: multiplies g's and h's channels.
   """
 
   def __init__(self, num_objects=5, latent_dim=MVAE_LATENT_DIM, aggregation="max",
-               num_pooling=4, precision="float32", **kwargs):
+               num_pooling=4, precision="float32", suppression_radius=0, decoder_width=1,
+               **kwargs):
     super().__init__(precision, **kwargs)
     self.config = config_lib.ModelConfig("mvae", num_objects, latent_dim, aggregation,
-                                         num_pooling)
+                                         num_pooling, suppression_radius, decoder_width)
     self.encoder = encoder_lib.CandidateEncoder(latent_dim, num_pooling, name="encoder",
                                                 dtype=precision)
-    self.top_k = selection.TopKByKL(num_objects, name="top_k_by_kl", dtype="float32")
-    self.decoder = decoder_lib.Decoder(aggregation, name="decoder", dtype=precision)
+    self.top_k = selection.TopKByKL(num_objects, suppression_radius, name="top_k_by_kl",
+                                    dtype="float32")
+    self.decoder = decoder_lib.Decoder(aggregation, decoder_width, name="decoder",
+                                       dtype=precision)
 
   def build(self, input_shape=(None, *IMAGE_SHAPE)):
     self.encoder.build(input_shape)
@@ -118,21 +123,25 @@ class MVAE(_LatentVariableModel):
   def get_config(self):
     return {"num_objects": self.config.num_objects, "latent_dim": self.config.latent_dim,
             "aggregation": self.config.aggregation, "num_pooling": self.config.num_pooling,
-            "precision": self.precision}
+            "precision": self.precision,
+            "suppression_radius": self.config.suppression_radius,
+            "decoder_width": self.config.decoder_width}
 
 
 class VAE(_LatentVariableModel):
   """The standard VAE baseline of appendix A, presented as one 60-D object."""
 
   def __init__(self, latent_dim=config_lib.VAE_LATENT_DIM, num_pooling=4,
-               precision="float32", **kwargs):
+               precision="float32", decoder_width=1, **kwargs):
     super().__init__(precision, **kwargs)
-    self.config = config_lib.ModelConfig("vae", 1, latent_dim, "max", num_pooling)
+    self.config = config_lib.ModelConfig("vae", 1, latent_dim, "max", num_pooling,
+                                         decoder_width=decoder_width)
     self.encoder = encoder_lib.CandidateEncoder(MVAE_LATENT_DIM, num_pooling, name="encoder",
                                                 dtype=precision)
     self.flatten = keras.layers.Flatten(name="flatten", dtype=precision)
     self.project = keras.layers.Dense(2 * latent_dim, name="project", dtype=precision)
-    self.decoder = decoder_lib.Decoder("max", name="decoder", dtype=precision)
+    self.decoder = decoder_lib.Decoder("max", decoder_width, name="decoder",
+                                       dtype=precision)
 
   def build(self, input_shape=(None, *IMAGE_SHAPE)):
     self.encoder.build(input_shape)
@@ -153,7 +162,7 @@ class VAE(_LatentVariableModel):
 
   def get_config(self):
     return {"latent_dim": self.config.latent_dim, "num_pooling": self.config.num_pooling,
-            "precision": self.precision}
+            "precision": self.precision, "decoder_width": self.config.decoder_width}
 
 
 def build_model(model_config, precision="float32"):
@@ -163,9 +172,11 @@ def build_model(model_config, precision="float32"):
   written in one precision restores into a model of the other.
   """
   if model_config.model == "vae":
-    model = VAE(model_config.latent_dim, model_config.num_pooling, precision, name="vae")
+    model = VAE(model_config.latent_dim, model_config.num_pooling, precision,
+                model_config.decoder_width, name="vae")
   else:
     model = MVAE(model_config.num_objects, model_config.latent_dim, model_config.aggregation,
-                 model_config.num_pooling, precision, name="mvae")
+                 model_config.num_pooling, precision, model_config.suppression_radius,
+                 model_config.decoder_width, name="mvae")
   model.build()
   return model

@@ -4,7 +4,17 @@ To reconstruct the image the encoder must put much information where objects are
 elsewhere, so object cells have high KL against the prior and background cells low KL.
 Keeping the top-N cells by KL therefore keeps the objects; the spatial structure is dropped
 and each kept object carries the relative grid coordinates of the cell it came from.
+
+Suppression (an option, not in the paper). A sprite larger than a cell, or on a cell
+border, can spread its information over neighbouring cells, which the top-N then select as
+two objects. With `suppression_radius=r > 0` selection is greedy non-maximum suppression:
+take the cell of largest KL, then ignore every cell within Chebyshev distance r of it
+(r = 1: its 8 neighbours), and repeat. When fewer than N cells are left unsuppressed the
+remaining picks are the suppressed cells in descending KL, so N objects are always kept.
+The selected objects are returned in descending KL either way.
 """
+
+import numpy as np
 
 import keras
 import tensorflow as tf
@@ -17,6 +27,8 @@ class TopKByKL(keras.layers.Layer):
 
   Args:
     num_objects: N, how many cells to keep; at most H * W.
+    suppression_radius: 0 (the paper's plain top-N), or r >= 1 to suppress the cells within
+      Chebyshev distance r of each selected one (see the module docstring).
 
   Call arguments:
     loc, scale: float32 [B, H, W, D], the candidates' posterior parameters.
@@ -31,12 +43,15 @@ class TopKByKL(keras.layers.Layer):
       kl_map: [B, H, W], the input KL map.
   """
 
-  def __init__(self, num_objects, **kwargs):
+  def __init__(self, num_objects, suppression_radius=0, **kwargs):
     super().__init__(**kwargs)
-    if isinstance(num_objects, bool) or not isinstance(num_objects, int) or num_objects < 1:
-      raise ValueError("Invalid value received for argument `num_objects`. Expected an "
-                       f"integer >= 1. Received: num_objects={num_objects!r}")
+    for name, value, minimum in (("num_objects", num_objects, 1),
+                                 ("suppression_radius", suppression_radius, 0)):
+      if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"Invalid value received for argument `{name}`. Expected an "
+                         f"integer >= {minimum}. Received: {name}={value!r}")
     self.num_objects = num_objects
+    self.suppression_radius = suppression_radius
 
   def call(self, loc, scale, kl_map):
     height, width = kl_map.shape[1], kl_map.shape[2]
@@ -48,7 +63,11 @@ class TopKByKL(keras.layers.Layer):
     flat_kl = tf.reshape(kl_map, [batch, num_cells])  # [B, H*W]
     flat_loc = tf.reshape(loc, [batch, num_cells, dim])  # [B, H*W, D]
     flat_scale = tf.reshape(scale, [batch, num_cells, dim])  # [B, H*W, D]
-    kl, indices = tf.math.top_k(flat_kl, k=self.num_objects, sorted=True)  # [B, N] each
+    if self.suppression_radius:
+      indices = self._suppressed_top_k(flat_kl, height, width)  # [B, N]
+    else:
+      _, indices = tf.math.top_k(flat_kl, k=self.num_objects, sorted=True)  # [B, N]
+    kl = tf.gather(flat_kl, indices, batch_dims=1)  # [B, N]
     coords = encoder.relative_coordinates(shape[1], shape[2])  # [H, W, 2]
     flat_coords = tf.reshape(coords, [num_cells, 2])  # [H*W, 2]
     return {
@@ -60,5 +79,33 @@ class TopKByKL(keras.layers.Layer):
         "kl_map": kl_map,
     }
 
+  def _suppressed_top_k(self, flat_kl, height, width):
+    """Greedy non-maximum suppression over the grid: [B, H*W] -> indices [B, N], by KL."""
+    if height is None or width is None:
+      raise ValueError("TopKByKL with suppression needs a static grid size; received "
+                       f"{height}x{width}")
+    ys, xs = np.divmod(np.arange(height * width), width)  # [H*W] each
+    near = ((np.abs(ys[:, None] - ys[None, :]) <= self.suppression_radius)
+            & (np.abs(xs[:, None] - xs[None, :]) <= self.suppression_radius))
+    near = tf.constant(near)  # [H*W, H*W]: cell j is within r of cell i
+    # Unsuppressed cells rank by KL; suppressed ones rank below every unsuppressed one
+    # (KL >= 0), still by KL; taken ones never again.
+    below = tf.reduce_max(flat_kl, axis=1, keepdims=True) + 1.0  # [B, 1]
+    suppressed = tf.zeros_like(flat_kl, tf.bool)  # [B, H*W]
+    taken = tf.zeros_like(flat_kl, tf.bool)
+    picks = []
+    for _ in range(self.num_objects):
+      score = tf.where(suppressed, flat_kl - below, flat_kl)
+      score = tf.where(taken, -np.inf, score)  # [B, H*W]
+      pick = tf.argmax(score, axis=1, output_type=tf.int32)  # [B]
+      picks.append(pick)
+      taken |= tf.one_hot(pick, height * width, on_value=True, off_value=False)
+      suppressed |= tf.gather(near, pick)  # [B, H*W]
+    indices = tf.stack(picks, axis=1)  # [B, N], in selection order
+    # Descending KL, as without suppression.
+    _, order = tf.math.top_k(tf.gather(flat_kl, indices, batch_dims=1), k=self.num_objects)
+    return tf.gather(indices, order, batch_dims=1)  # [B, N]
+
   def get_config(self):
-    return {**super().get_config(), "num_objects": self.num_objects}
+    return {**super().get_config(), "num_objects": self.num_objects,
+            "suppression_radius": self.suppression_radius}

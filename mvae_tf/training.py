@@ -127,7 +127,7 @@ class Trainer:
       terms = losses.negative_elbo(batch["image"], outputs["logits"], outputs["kl"])
       # Sum over this replica's examples / global batch: the all-reduce then sums the
       # replicas' gradients into the gradient of the global mean.
-      loss = tf.nn.compute_average_loss(terms["loss"],
+      loss = tf.nn.compute_average_loss(terms["nll"] + self._kl_weight() * terms["kl"],
                                         global_batch_size=self.train_config.batch_size)
     variables = self.model.trainable_variables
     gradients = tape.gradient(loss, variables)
@@ -141,6 +141,15 @@ class Trainer:
       sums["nonfinite"] = 1.0 - tf.cast(finite, tf.float32)
     self.optimizer.apply_gradients(zip(gradients, variables))
     return sums
+
+  def _kl_weight(self):
+    """The KL term's weight in the objective at the step being taken: 1, or during KL
+    warm-up min(1, step / kl_warmup_steps) for steps 1, 2, ..."""
+    warmup = self.train_config.kl_warmup_steps
+    if not warmup:
+      return 1.0
+    step = tf.cast(self.optimizer.iterations + 1, tf.float32)
+    return tf.minimum(1.0, step / warmup)
 
   def _distributed_step(self, dist_batch):
     per_replica = self.strategy.run(self._replica_step, args=(dist_batch,))

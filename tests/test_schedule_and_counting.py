@@ -75,3 +75,18 @@ def test_count_accuracy_and_confusion_of_a_planted_map():
   # An over-count beyond max_count gets its own column, off the diagonal.
   wide = counting.confusion_matrix([3, 1], [5, 1], 3)
   assert wide.shape == (4, 6) and wide[3, 5] == 1 and np.trace(wide) == 1
+
+
+def test_decoder_readout_counts_objects_that_paint_enough_pixels():
+  from mvae_tf import evaluation
+  # Pixels painted by each selected object's solo decode; surplus objects paint a few.
+  search = np.array([[500, 3, 0], [400, 300, 2], [9, 4, 0], [350, 250, 180]])[:, None, :]
+  counts = np.array([1, 2, 0, 3])
+  test = np.array([[600, 20, 1], [5, 0, 0], [90, 80, 5]])[:, None, :]
+  threshold, search_accuracy, scored = evaluation._searched_count(
+      search, counts, test, np.array([1, 0, 2]), num_sprites=3)
+  # Any threshold in [9, 180) counts the search scenes right; the middle is 94.5, which
+  # reads the third test scene (90 and 80 pixels) as empty.
+  assert search_accuracy == 1.0 and threshold == pytest.approx(94.5)
+  assert scored["accuracy"] == pytest.approx(2 / 3)
+  assert scored["confusion_true_by_predicted"][2][0] == 1

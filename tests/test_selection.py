@@ -72,3 +72,71 @@ def test_more_objects_than_candidates_is_an_error():
 def test_bad_num_objects(bad):
   with pytest.raises(ValueError, match="num_objects"):
     selection.TopKByKL(bad)
+
+
+def _select(kl_map, num_objects, radius):
+  """Runs TopKByKL on a planted map; loc carries each cell's flat index so picks are visible."""
+  b, h, w = kl_map.shape
+  loc = np.tile(np.arange(h * w, dtype=np.float32).reshape(1, h, w, 1), [b, 1, 1, 1])
+  out = selection.TopKByKL(num_objects, suppression_radius=radius)(
+      tf.constant(loc), tf.constant(loc + 1.0), tf.constant(kl_map, tf.float32))
+  return out["indices"].numpy(), out["kl"].numpy(), out["loc"].numpy()[..., 0]
+
+
+def test_suppression_skips_the_neighbours_of_a_selected_cell():
+  # One large sprite spread over (0, 0) and its neighbours (0, 1), (1, 1); a second sprite
+  # at (3, 3) with less KL than the spill-over.
+  kl_map = np.zeros([1, 4, 4], np.float32)
+  kl_map[0, 0, 0], kl_map[0, 0, 1], kl_map[0, 1, 1], kl_map[0, 3, 3] = 9.0, 8.0, 7.0, 5.0
+  plain, _, _ = _select(kl_map, 2, radius=0)
+  np.testing.assert_array_equal(plain, [[0, 1]])  # The paper's top-N: two cells of sprite 1.
+  suppressed, kl, loc = _select(kl_map, 2, radius=1)
+  np.testing.assert_array_equal(suppressed, [[0, 15]])  # Sprite 1 once, then sprite 2.
+  np.testing.assert_array_equal(kl, [[9.0, 5.0]])
+  np.testing.assert_array_equal(loc, [[0.0, 15.0]])  # The gathered posteriors follow.
+
+
+def test_suppression_radius_two_reaches_further():
+  kl_map = np.zeros([1, 6, 6], np.float32)
+  kl_map[0, 2, 2], kl_map[0, 0, 0], kl_map[0, 5, 5] = 9.0, 8.0, 3.0
+  # (0, 0) is two cells from (2, 2): radius 1 keeps it, radius 2 suppresses it, and the
+  # next pick is (5, 5), three cells away.
+  np.testing.assert_array_equal(_select(kl_map, 2, radius=1)[0], [[14, 0]])
+  np.testing.assert_array_equal(_select(kl_map, 2, radius=2)[0], [[14, 35]])
+
+
+def test_when_everything_is_suppressed_the_rest_follow_by_kl_in_descending_order():
+  kl_map = np.array([[[4.0, 3.0, 2.0], [1.0, 6.0, 5.0]]], np.float32)  # [1, 2, 3]
+  # Radius 2 covers the whole 2x3 grid after the first pick: the rest come by KL, and the
+  # result is sorted by KL.
+  indices, kl, _ = _select(kl_map, 4, radius=2)
+  np.testing.assert_array_equal(indices, [[4, 5, 0, 1]])
+  np.testing.assert_array_equal(kl, [[6.0, 5.0, 4.0, 3.0]])
+
+
+def test_suppression_never_picks_a_cell_twice_and_batches_independently():
+  rng = np.random.RandomState(3)
+  kl_map = rng.exponential(size=(6, 4, 4)).astype(np.float32)
+  indices, kl, _ = _select(kl_map, 7, radius=1)
+  assert indices.shape == (6, 7) and kl.shape == (6, 7)
+  for row, scene in zip(indices, kl_map):
+    assert len(set(row)) == 7
+    single, _, _ = _select(scene[None], 7, radius=1)
+    np.testing.assert_array_equal(single[0], row)
+  assert np.all(np.diff(kl, axis=1) <= 0)
+
+
+def test_suppression_gradient_reaches_the_selected_posteriors():
+  kl_map = tf.constant([[[9.0, 8.0], [0.0, 5.0]]])
+  loc = tf.Variable(tf.ones([1, 2, 2, 3]))
+  with tf.GradientTape() as tape:
+    out = selection.TopKByKL(2, suppression_radius=1)(loc, tf.ones([1, 2, 2, 3]), kl_map)
+    total = tf.reduce_sum(out["loc"])
+  grad = tape.gradient(total, loc).numpy()[0, ..., 0]
+  # On a 2x2 grid radius 1 suppresses everything: picks (0, 0) then (0, 1) by KL.
+  np.testing.assert_array_equal(grad, [[1.0, 1.0], [0.0, 0.0]])
+
+
+def test_a_negative_radius_is_refused():
+  with pytest.raises(ValueError, match=r"`suppression_radius`. Expected an integer >= 0"):
+    selection.TopKByKL(3, suppression_radius=-1)

@@ -253,3 +253,51 @@ def test_a_checkpoint_that_cannot_be_written_is_rescued(tmp_path, monkeypatch):
   assert _weights(model_dir)[0] == 1  # The model_dir keeps its last good checkpoint.
   import shutil
   shutil.rmtree(rescue)
+
+
+def test_kl_warmup_weights_the_kl_in_the_gradient_but_not_in_the_reported_loss():
+  train_config = _train_config(kl_warmup_steps=4)
+  trainer = training.Trainer(MODEL, train_config, _strategy("/cpu:0"))
+  batch = next(iter(training.training_dataset(MODEL, train_config)))
+  variables = trainer.model.trainable_variables
+  with tf.GradientTape() as tape:
+    outputs = trainer.model(batch["image"], noise=batch["noise"])
+    from mvae_tf import losses
+    terms = losses.negative_elbo(batch["image"], outputs["logits"], outputs["kl"])
+    # Step 1 of a 4-step warm-up weights the KL by 1/4.
+    objective = tf.reduce_mean(terms["nll"] + 0.25 * terms["kl"])
+  expected = tape.gradient(objective, variables)
+  metrics = trainer.train_step(next(iter(trainer.distribute(
+      tf.data.Dataset.from_tensors(batch)))))
+  assert float(metrics["loss"]) == pytest.approx(float(tf.reduce_mean(terms["loss"])),
+                                                 rel=1e-5)
+  moments = [v.numpy() for v in trainer.optimizer.variables if "momentum" in v.path]
+  for moment, gradient in zip(moments, expected):  # Adam's m = 0.1 * g after one step.
+    np.testing.assert_allclose(moment, 0.1 * gradient.numpy(), rtol=1e-3,
+                               atol=1e-4 * np.abs(gradient.numpy()).max())
+
+
+def test_suppression_and_a_wider_decoder_train():
+  model_config = config.ModelConfig("mvae", num_objects=3, latent_dim=5, num_pooling=3,
+                                    suppression_radius=1, decoder_width=2)
+  trainer = training.Trainer(model_config, _train_config(), _strategy("/cpu:0"))
+  assert trainer.model.decoder.object_network.conv2.filters == 32
+  assert trainer.model.decoder.renderer.conv1.filters == 64
+  iterator = iter(trainer.distribute(training.training_dataset(model_config,
+                                                               _train_config())))
+  metrics = trainer.train_step(next(iterator))
+  assert np.isfinite(float(metrics["loss"])) and float(metrics["nonfinite"]) == 0
+  images = tf.random.stateless_uniform([2, 64, 64, 3], seed=[1, 2])
+  encoded = trainer.model.encode(images)
+  assert encoded["loc"].shape == (2, 3, 5) and encoded["kl_map"].shape == (2, 8, 8)
+
+
+@pytest.mark.parametrize("settings, message", [
+    (dict(model="vae", num_objects=1, latent_dim=7, suppression_radius=1),
+     r"--suppression_radius does not apply to --model=vae"),
+    (dict(suppression_radius=-1), r"--suppression_radius must be an integer >= 0"),
+    (dict(decoder_width=0), r"--decoder_width must be an integer >= 1"),
+])
+def test_bad_model_options_are_refused(settings, message):
+  with pytest.raises(config.ConfigError, match=message):
+    config.ModelConfig(**settings)
