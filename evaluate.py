@@ -27,6 +27,11 @@ flags.DEFINE_integer("num_sprites", None, "Scene sprites; default: what the mode
                      "trained on (its config.json, or the export's metadata).")
 flags.DEFINE_float("presence_prob", None, "Probability of each sprite slot; default: what "
                    "the model was trained on (0.5 for exports that do not record it).")
+flags.DEFINE_string("data_path", None, "Evaluate on DeepMind's Multi-dSprites instead: "
+                    "test ELBO and FG-ARI on this GZIP TFRecord file's first "
+                    "--segmentation_scenes scenes (nothing else).")
+flags.DEFINE_enum("variant", None, ["binarized", "colored_on_grayscale", "colored_on_colored"],
+                  "The Multi-dSprites variant of --data_path.")
 flags.DEFINE_boolean("tensorboard", False, "Also write figures and numbers to TensorBoard.")
 flags.DEFINE_integer("elbo_scenes", 2048, "Scenes for the test ELBO.")
 flags.DEFINE_integer("search_scenes", 6400, "Scenes for the counting threshold search.")
@@ -72,9 +77,17 @@ def main(argv):
                                                            "saved_model.pb")):
     _fail(f"--saved_model {FLAGS.saved_model!r} holds no saved_model.pb: give one exported "
           "version, E/<V>")
+  if bool(FLAGS.data_path) != bool(FLAGS.variant):
+    _fail("--data_path and --variant go together")
   import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from mvae_tf import checkpoints, config, evaluation, figures, tb_logs  # pylint: disable=g-import-not-at-top
+  if FLAGS.data_path:
+    from mvae_tf import multi_dsprites  # pylint: disable=g-import-not-at-top
+    try:
+      multi_dsprites.check_file(FLAGS.data_path, FLAGS.variant)
+    except config.ConfigError as e:
+      _fail(str(e))
 
   def load_run(model_dir, flag):
     try:
@@ -116,6 +129,19 @@ def main(argv):
   presence_prob = (trained_on["presence_prob"] if FLAGS.presence_prob is None
                    else FLAGS.presence_prob)
   os.makedirs(FLAGS.output_dir, exist_ok=True)
+  if FLAGS.data_path:
+    print(f"Evaluating on {FLAGS.data_path} ({FLAGS.variant})", flush=True)
+    try:
+      measured = evaluation.multi_dsprites_evaluation(
+          codec, FLAGS.data_path, FLAGS.variant, FLAGS.segmentation_scenes, FLAGS.seed)
+    except ValueError as e:
+      _fail(f"--data_path: {e}")
+    results = {"source": source, "multi_dsprites": measured}
+    config.write_json_atomic(os.path.join(FLAGS.output_dir, "metrics.json"), results)
+    print(json.dumps({"test_elbo": measured["test_elbo"]["elbo"],
+                      "fg_ari": measured["segmentation"]["fg_ari"]}))
+    print(f"Wrote metrics.json to {FLAGS.output_dir}", flush=True)
+    return
 
   seed = FLAGS.seed
   stages = {"test ELBO": 1, "object counting": 6, "segmentation": 2, "entity exchange": 2,

@@ -25,6 +25,14 @@ flags.DEFINE_integer("num_sprites", _TRAIN_DEFAULTS.num_sprites,
                      "Sprite slots per scene; each is filled with --presence_prob.")
 flags.DEFINE_float("presence_prob", _TRAIN_DEFAULTS.presence_prob,
                    "Probability that each sprite slot is filled.")
+flags.DEFINE_enum("dataset", _TRAIN_DEFAULTS.dataset, config_lib.DATASETS,
+                  "dsprites: multi-object dSprites generated on the fly (appendix A); "
+                  "multi_dsprites: DeepMind's Multi-dSprites TFRecords (--data_path, "
+                  "--variant).")
+flags.DEFINE_string("data_path", "", "A Multi-dSprites GZIP TFRecord file "
+                    "(--dataset=multi_dsprites).")
+flags.DEFINE_enum("variant", None, ["binarized", "colored_on_grayscale", "colored_on_colored"],
+                  "The Multi-dSprites variant of --data_path.")
 flags.DEFINE_integer("num_objects", None,
                      "N, objects kept by KL. Default: num_sprites + 2 for the MVAE (surplus "
                      "slots learn the Null object, paper 4.1); 1 for the VAE.")
@@ -74,19 +82,31 @@ FLAGS = flags.FLAGS
 def configs_from_flags():
   """The run's (ModelConfig, TrainConfig); raises ConfigError on a bad flag."""
   is_vae = FLAGS.model == "vae"
+  num_sprites = FLAGS.num_sprites
+  if FLAGS.dataset == "multi_dsprites":
+    # The variant fixes the scenes: its foreground entities are the sprite slots.
+    from mvae_tf import multi_dsprites  # pylint: disable=g-import-not-at-top
+    multi_dsprites.check_variant(FLAGS.variant)
+    entities = multi_dsprites.MAX_ENTITIES[FLAGS.variant] - 1
+    if FLAGS["num_sprites"].present and FLAGS.num_sprites != entities:
+      raise config_lib.ConfigError(
+          f"--num_sprites={FLAGS.num_sprites} does not match --variant={FLAGS.variant}, "
+          f"whose scenes have up to {entities} sprites; leave it out")
+    num_sprites = entities
   if is_vae and FLAGS["aggregation"].present:
     raise config_lib.ConfigError("--aggregation does not apply to --model=vae (it decodes "
                                  "one latent, with nothing to pool); leave it out")
   if FLAGS.num_objects is not None:
     num_objects = FLAGS.num_objects
   else:
-    num_objects = 1 if is_vae else FLAGS.num_sprites + 2
+    num_objects = 1 if is_vae else num_sprites + 2
   if FLAGS.latent_dim is not None:
     latent_dim = FLAGS.latent_dim
   else:
     latent_dim = config_lib.VAE_LATENT_DIM if is_vae else _MODEL_DEFAULTS.latent_dim
   train_config = config_lib.TrainConfig(
-      num_sprites=FLAGS.num_sprites, presence_prob=FLAGS.presence_prob,
+      num_sprites=num_sprites, presence_prob=FLAGS.presence_prob,
+      dataset=FLAGS.dataset, data_path=FLAGS.data_path, variant=FLAGS.variant or "",
       batch_size=FLAGS.batch_size, train_steps=FLAGS.train_steps,
       learning_rate=FLAGS.learning_rate, final_learning_rate=FLAGS.final_learning_rate,
       seed=FLAGS.seed, kl_warmup_steps=FLAGS.kl_warmup_steps, precision=FLAGS.precision)

@@ -13,6 +13,7 @@ import tempfile
 
 MODELS = ("mvae", "vae")
 AGGREGATIONS = ("max", "sum")
+DATASETS = ("dsprites", "multi_dsprites")
 # Keras dtype policies the model can compute in; variables are float32 in both.
 PRECISIONS = ("float32", "mixed_bfloat16")
 VAE_LATENT_DIM = 60
@@ -133,6 +134,10 @@ class TrainConfig:
     train_steps: total optimiser steps; the learning rate anneals over them.
     learning_rate, final_learning_rate: the schedule's ends (log-linear in between).
     seed: seeds the data stream, the reparameterisation noise and the initial weights.
+    dataset: "dsprites", our multi-object dSprites generated on the fly (appendix A), or
+      "multi_dsprites", DeepMind's Multi-dSprites TFRecords at `data_path` of `variant`
+      (then num_sprites is the variant's foreground entities and presence_prob unused).
+    data_path, variant: the file and its variant, for dataset "multi_dsprites" only.
     kl_warmup_steps: 0 (the paper), or W > 0 to weight the KL term of the training loss by
       min(1, step / W): the encoder commits to cells before the rate penalty shapes them.
       Only the gradient changes; the reported loss is the full negative ELBO.
@@ -147,6 +152,9 @@ class TrainConfig:
   learning_rate: float = 1e-3
   final_learning_rate: float = 1e-5
   seed: int = 0
+  dataset: str = "dsprites"
+  data_path: str = ""
+  variant: str = ""
   kl_warmup_steps: int = 0
   precision: str = "float32"
 
@@ -159,6 +167,14 @@ class TrainConfig:
                               self.presence_prob)
     except ValueError as e:
       raise ConfigError(str(e).replace("argument `", "--").replace("`.", ":")) from None
+    _require(self.dataset in DATASETS, f"--dataset must be one of {', '.join(DATASETS)}; "
+             f"received {self.dataset!r}")
+    if self.dataset == "multi_dsprites":
+      _require(self.data_path and self.variant,
+               "--dataset=multi_dsprites needs --data_path=FILE.tfrecords and --variant")
+    else:
+      _require(not self.data_path and not self.variant,
+               "--data_path and --variant apply only to --dataset=multi_dsprites")
     _require(_is_int(self.kl_warmup_steps) and self.kl_warmup_steps >= 0,
              f"--kl_warmup_steps must be an integer >= 0; received {self.kl_warmup_steps!r}")
     _require(_is_int(self.train_steps) and self.train_steps >= 1,

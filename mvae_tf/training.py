@@ -29,6 +29,7 @@ from mvae_tf import data
 from mvae_tf import losses
 from mvae_tf import machine
 from mvae_tf import model as model_lib
+from mvae_tf import multi_dsprites
 from mvae_tf import schedule
 
 NUM_SUMMARY_IMAGES = 8
@@ -71,9 +72,15 @@ def add_noise(batch, batch_index, num_objects, latent_dim, seed):
 
 def training_dataset(model_config, train_config, first_step=0):
   """The training stream from batch `first_step` on, each batch with its noise."""
-  dataset = data.make_dataset(train_config.num_sprites, train_config.batch_size,
-                              train_config.seed, train_config.presence_prob,
-                              first_batch=first_step)
+  if train_config.dataset == "multi_dsprites":
+    # The file's scenes in order, cycled; only the images are trained on.
+    dataset = multi_dsprites.make_dataset(
+        train_config.data_path, train_config.variant, train_config.batch_size,
+        first_batch=first_step, repeat=True).map(lambda batch: {"image": batch["image"]})
+  else:
+    dataset = data.make_dataset(train_config.num_sprites, train_config.batch_size,
+                                train_config.seed, train_config.presence_prob,
+                                first_batch=first_step)
   indices = tf.data.Dataset.range(first_step, 2**62)
   return tf.data.Dataset.zip(dataset, indices).map(
       lambda batch, index: add_noise(batch, index, model_config.num_objects,
@@ -379,6 +386,8 @@ def train(model_config, train_config, model_dir, strategy=None, options=LoopOpti
   """
   strategy = strategy or make_strategy()
   check_replicas(train_config, strategy)
+  if train_config.dataset == "multi_dsprites":
+    multi_dsprites.check_file(train_config.data_path, train_config.variant)
   check_model_dir(model_dir, model_config, train_config)
   warning = machine.bfloat16_warning(train_config.precision,
                                      len(tf.config.list_physical_devices("GPU")))
@@ -401,9 +410,14 @@ def train(model_config, train_config, model_dir, strategy=None, options=LoopOpti
   if dataset_transform is not None:
     dataset = dataset_transform(dataset)
   iterator = iter(trainer.distribute(dataset))
-  summary_images = next(iter(data.make_dataset(
-      train_config.num_sprites, NUM_SUMMARY_IMAGES, train_config.seed + 1,
-      train_config.presence_prob)))["image"]
+  if train_config.dataset == "multi_dsprites":
+    summary_images = tf.concat([b["image"] for b in multi_dsprites.make_dataset(
+        train_config.data_path, train_config.variant, 1, num_batches=NUM_SUMMARY_IMAGES)],
+                               axis=0)  # [<= 8, 64, 64, 3]: the file's first scenes
+  else:
+    summary_images = next(iter(data.make_dataset(
+        train_config.num_sprites, NUM_SUMMARY_IMAGES, train_config.seed + 1,
+        train_config.presence_prob)))["image"]
 
   @tf.function(autograph=False)
   def reconstruct(images):

@@ -38,6 +38,13 @@ def _run(*flags, timeout=300):
     (["--model=vae", "--aggregation=sum"], r"--aggregation does not apply to --model=vae"),
     (["--model=vae", "--aggregation=max"], r"--aggregation does not apply to --model=vae"),
     (["--precision=float16"], r"--precision=float16: value should be one of"),
+    (["--dataset=multi_dsprites"], r"--variant must be one of binarized"),
+    (["--data_path=scenes.tfrecords"], r"--data_path and --variant apply only to "
+                                        r"--dataset=multi_dsprites"),
+    (["--dataset=multi_dsprites", "--variant=binarized", "--num_sprites=4",
+      "--data_path=x"], r"--num_sprites=4 does not match --variant=binarized"),
+    (["--dataset=multi_dsprites", "--variant=binarized", "--data_path=/no/such/file"],
+     r"--data_path '/no/such/file' does not exist"),
 ])
 def test_bad_flags_fail_with_one_clear_line(tmp_path, flags, message):
   model_dir = tmp_path / "run"
