@@ -156,3 +156,16 @@ def test_a_model_dir_that_cannot_be_created_is_one_clear_error(tmp_path):
   assert result.returncode == 2 and "Traceback" not in result.stderr
   assert re.search(r"train.py: error: --model_dir '.*file/run' is not writable: Not a "
                    r"directory", result.stderr), result.stderr
+
+
+def test_a_diverging_run_stops_with_one_line_and_exit_code_1(tmp_path):
+  model_dir = tmp_path / "run"
+  result = _run("--num_sprites=2", "--batch_size=4", "--train_steps=30",
+                "--learning_rate=1e30", "--final_learning_rate=1e30",
+                f"--model_dir={model_dir}")
+  assert result.returncode == 1 and "Traceback" not in result.stderr
+  errors = [l for l in result.stderr.splitlines() if l.startswith("train.py: error")]
+  assert len(errors) == 1, result.stderr
+  assert re.search(r"NaN or infinite at step \d+; stopped without saving it.*lower "
+                   r"--learning_rate \(this run's is 1e\+30\)", errors[0])
+  assert not [n for n in os.listdir(model_dir) if n.startswith("ckpt-")]
