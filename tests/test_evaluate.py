@@ -63,6 +63,8 @@ def test_evaluate_writes_every_figure_and_key(tmp_path, runs):
   readout = metrics["object_counting"]["decoder_readout"]
   assert 0 <= readout["test"]["accuracy"] <= 1 and readout["pixel_threshold"] >= 0
   assert len(readout["test"]["confusion_true_by_predicted"]) == 3
+  selected = metrics["object_counting"]["selected_kl_readout"]
+  assert 0 <= selected["test"]["accuracy"] <= 1
   assert len(metrics["object_counting"]["test"]["confusion_true_by_predicted"]) == 3
   assert len(metrics["sequential_decoding"]["nll_by_objects"]) == 3
   assert 0 <= metrics["entity_exchange"]["success_rate"] <= 1
