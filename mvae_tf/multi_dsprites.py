@@ -188,10 +188,9 @@ def scenes_from_generator(batch, variant):
     factors["shape"][1:slots] = batch["shape"][i] + 1  # 0 is the background's
     factors["orientation"][1:slots] = batch["orientation"][i]
     factors["scale"][1:slots] = batch["scale"][i]
-    color = np.zeros([entities, c], np.float32)
-    color[1:slots] = batch["colour"][i].max(axis=-1, keepdims=True) if c == 1 else \
-        batch["colour"][i]
-    factors["color"] = color
+    colour = batch["colour"][i]  # [S, 3]
+    factors["color"] = np.zeros([entities, c], np.float32)
+    factors["color"][1:slots] = colour.max(axis=-1, keepdims=True) if c == 1 else colour
     yield np.round(image * 255).astype(np.uint8), masks, factors
 
 
