@@ -83,17 +83,11 @@ def test_evaluate_flag_errors(tmp_path, runs):
   mvae_dir, vae_dir = runs
   empty = tmp_path / "empty"
   empty.mkdir()
-  bad_config = tmp_path / "bad_config"
-  bad_config.mkdir()
-  (bad_config / "config.json").write_text('{"model": {"model": "mvae", "latent_dim": "x"')
   out = f"--output_dir={tmp_path}/o"
   for flags, message in [
       ([f"--output_dir={tmp_path}"], "exactly one of"),
       ([f"--model_dir={mvae_dir}"], "--output_dir is required"),
-      ([f"--model_dir={tmp_path / 'missing'}", out], "--model_dir '.*missing' is not a "
-                                                     "directory"),
       ([f"--model_dir={empty}", out], "--model_dir '.*empty' is empty"),
-      ([f"--model_dir={bad_config}", out], r"unreadable run configuration .*config.json"),
       ([f"--model_dir={mvae_dir}", f"--vae_model_dir={empty}", out],
        "--vae_model_dir '.*empty' is empty"),
       ([f"--model_dir={mvae_dir}", f"--vae_model_dir={mvae_dir}", out],
@@ -138,14 +132,27 @@ def test_evaluate_a_saved_model_reads_the_data_from_its_metadata(tmp_path, runs)
 def test_count_objects_errors(tmp_path):
   empty = tmp_path / "empty"
   empty.mkdir()
-  for model_dir, message in [(tmp_path / "missing", "is not a directory"),
-                             (empty, "is empty")]:
-    result = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "count_objects.py"), f"--model_dir={model_dir}"],
-        capture_output=True, text=True, timeout=300, cwd=ROOT)
-    assert result.returncode == 2 and "Traceback" not in result.stderr
-    errors = [l for l in result.stderr.splitlines() if l.startswith("count_objects.py: error")]
-    assert len(errors) == 1 and message in errors[0], result.stderr[-2000:]
+  result = subprocess.run(
+      [sys.executable, os.path.join(ROOT, "count_objects.py"), f"--model_dir={empty}"],
+      capture_output=True, text=True, timeout=300, cwd=ROOT)
+  assert result.returncode == 2 and "Traceback" not in result.stderr
+  errors = [l for l in result.stderr.splitlines() if l.startswith("count_objects.py: error")]
+  assert len(errors) == 1 and "is empty" in errors[0], result.stderr[-2000:]
+
+
+def test_restoring_a_missing_empty_or_misconfigured_model_dir_is_one_clear_error(tmp_path):
+  from mvae_tf import checkpoints
+  empty = tmp_path / "empty"
+  empty.mkdir()
+  bad_config = tmp_path / "bad_config"
+  bad_config.mkdir()
+  (bad_config / "config.json").write_text('{"model": {"model": "mvae", "latent_dim": "x"')
+  for model_dir, message in [(tmp_path / "missing", r"--model_dir '.*missing' is not a "
+                                                     r"directory"),
+                             (empty, r"--model_dir '.*empty' is empty"),
+                             (bad_config, r"unreadable run configuration .*config.json")]:
+    with pytest.raises((checkpoints.CheckpointError, config.ConfigError), match=message):
+      checkpoints.restore_model(str(model_dir))
 
 
 def test_count_objects_reports_the_protocol(tmp_path, runs):

@@ -43,8 +43,6 @@ def _run(*flags, timeout=300):
                                         r"--dataset=multi_dsprites"),
     (["--dataset=multi_dsprites", "--variant=binarized", "--num_sprites=4",
       "--data_path=x"], r"--num_sprites=4 does not match --variant=binarized"),
-    (["--dataset=multi_dsprites", "--variant=binarized", "--data_path=/no/such/file"],
-     r"--data_path '/no/such/file' does not exist"),
 ])
 def test_bad_flags_fail_with_one_clear_line(tmp_path, flags, message):
   model_dir = tmp_path / "run"
@@ -129,23 +127,17 @@ def test_sigterm_saves_a_checkpoint(tmp_path):
   assert os.path.exists(os.path.join(model_dir, f"ckpt-{step}.index"))
 
 
-@pytest.mark.parametrize("content, message", [
-    ('{"model": {"model": "mvae"}, "train": ', r"unreadable run configuration .*run/config.json"),
-    ("[1, 2]", r"malformed run configuration .*run/config.json: missing or unexpected"),
-    ('{"model": {"latent_dim": "x"}, "train": {}}',
-     r"malformed run configuration .*run/config.json: --latent_dim must be an integer"),
-    ('{"model": {}, "train": {"batch": 3}}',
-     r"malformed run configuration .*run/config.json: missing or unexpected setting"),
-])
-def test_a_malformed_config_json_is_one_clear_error_naming_it(tmp_path, content, message):
+def test_a_malformed_config_json_is_one_clear_error_naming_it(tmp_path):
+  # The CLI prints the library's error (its cases are in test_training.py) in one line.
   model_dir = tmp_path / "run"
   model_dir.mkdir()
-  (model_dir / "config.json").write_text(content)
+  (model_dir / "config.json").write_text('{"model": {"latent_dim": "x"}, "train": {}}')
   result = _run(f"--model_dir={model_dir}", "--train_steps=1")
   assert result.returncode == 2 and "Traceback" not in result.stderr
   errors = [l for l in result.stderr.splitlines() if l.startswith("train.py: error")]
   assert len(errors) == 1, result.stderr
-  assert re.search(message, errors[0]), errors[0]
+  assert re.search(r"malformed run configuration .*run/config.json: --latent_dim must be an "
+                   r"integer", errors[0]), errors[0]
   assert os.listdir(model_dir) == ["config.json"]
 
 

@@ -301,3 +301,18 @@ def test_suppression_and_a_wider_decoder_train():
 def test_bad_model_options_are_refused(settings, message):
   with pytest.raises(config.ConfigError, match=message):
     config.ModelConfig(**settings)
+
+
+@pytest.mark.parametrize("content, message", [
+    ('{"model": {"model": "mvae"}, "train": ', r"unreadable run configuration .*config.json"),
+    ("[1, 2]", r"malformed run configuration .*config.json: missing or unexpected"),
+    ('{"model": {"latent_dim": "x"}, "train": {}}',
+     r"malformed run configuration .*config.json: --latent_dim must be an integer"),
+    ('{"model": {}, "train": {"batch": 3}}',
+     r"malformed run configuration .*config.json: missing or unexpected setting"),
+])
+def test_a_malformed_config_json_names_the_file(tmp_path, content, message):
+  (tmp_path / "config.json").write_text(content)
+  with pytest.raises(config.ConfigError, match=message):
+    training.check_model_dir(str(tmp_path), MODEL, _train_config())
+  assert os.listdir(tmp_path) == ["config.json"]
