@@ -114,7 +114,7 @@ def main(argv):
                   for k, v in codec.loaded.signatures["metadata"]().items()}
     except (ValueError, KeyError, OSError, tf.errors.OpError) as e:
       _fail(f"--saved_model {FLAGS.saved_model!r} cannot be loaded as an mvae_tf export: "
-            f"{str(e).splitlines()[0] if str(e) else type(e).__name__}")
+            f"{config.error_summary(e)}")
     step = int(metadata["step"])
     # Exports made before the metadata recorded the data say -1 or nothing.
     trained_on = {"num_sprites": metadata.get("num_sprites", -1),

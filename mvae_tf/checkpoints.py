@@ -12,13 +12,6 @@ class CheckpointError(ValueError):
   """A model directory whose checkpoint is missing or cannot be restored."""
 
 
-def _summary(error, limit=300):
-  """The first sentence or line of an error, for a one-line message."""
-  text = str(error).strip() or type(error).__name__
-  text = text.splitlines()[0].split(". Showing")[0]
-  return text if len(text) <= limit else text[:limit] + "..."
-
-
 def restore_model(model_dir):
   """Rebuilds the model from `model_dir/config.json` and restores its latest checkpoint.
 
@@ -42,5 +35,6 @@ def restore_model(model_dir):
     status = tf.train.Checkpoint(model=model, optimizer=optimizer).read(path)
     status.assert_existing_objects_matched().expect_partial()
   except (tf.errors.OpError, AssertionError, ValueError, IndexError, KeyError, OSError) as e:
-    raise CheckpointError(f"cannot restore checkpoint {path}: {_summary(e)}") from None
+    raise CheckpointError(
+        f"cannot restore checkpoint {path}: {config_lib.error_summary(e)}") from None
   return model, model_config, train_config, int(step.numpy())

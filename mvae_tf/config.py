@@ -40,6 +40,14 @@ def validate_data_args(num_sprites, batch_size, seed, presence_prob):
         f"and 1. Received: presence_prob={presence_prob!r}")
 
 
+def error_summary(error, limit=300):
+  """The first line (and sentence, for TF's long restore errors) of an error, for a
+  one-line message."""
+  text = str(error).strip() or type(error).__name__
+  text = text.splitlines()[0].split(". Showing")[0]
+  return text if len(text) <= limit else text[:limit] + "..."
+
+
 class ConfigError(ValueError):
   """A configuration that cannot work; the message names the setting and what it accepts."""
 

@@ -86,7 +86,7 @@ def scenes(num_sprites, num_scenes, seed, batch_size=SCENE_BATCH, presence_prob=
     yield {k: v.numpy()[:keep] for k, v in batch.items()}
 
 
-def scene_kl_maps(codec, num_sprites, num_scenes, seed, presence_prob=0.5):
+def counting_evidence(codec, num_sprites, num_scenes, seed, presence_prob=0.5):
   """What counting reads from fresh scenes.
 
   Returns:
@@ -151,9 +151,9 @@ def object_counting(codec, num_sprites, search_scenes, test_scenes, search_seed,
   suppressed map), and `decoder_readout` the selected objects whose solo decode paints
   more than a number of pixels (surplus objects should decode to nothing, paper 4.1).
   """
-  search_maps, search_selected, search_painted, search_counts = scene_kl_maps(
+  search_maps, search_selected, search_painted, search_counts = counting_evidence(
       codec, num_sprites, search_scenes, search_seed, presence_prob)
-  test_maps, test_selected, test_painted, test_counts = scene_kl_maps(
+  test_maps, test_selected, test_painted, test_counts = counting_evidence(
       codec, num_sprites, test_scenes, test_seed, presence_prob)
   threshold, search_accuracy, test = _searched_count(search_maps, search_counts, test_maps,
                                                      test_counts, num_sprites)

@@ -125,11 +125,10 @@ def check_file(path, variant):
   except StopIteration:
     raise config_lib.ConfigError(f"--data_path {path!r} holds no scene") from None
   except (tf.errors.OpError, ValueError) as e:
-    first = (str(e).strip().splitlines() or [type(e).__name__])[0]
     raise config_lib.ConfigError(
         f"--data_path {path!r} is not a GZIP TFRecord file of Multi-dSprites "
         f"{variant!r} scenes ({MAX_ENTITIES[variant]} entities, {channels(variant)} "
-        f"channel(s)): {first[:200]}") from None
+        f"channel(s)): {config_lib.error_summary(e, limit=200)}") from None
 
 
 def _byte_list(array):

@@ -264,14 +264,9 @@ def _restore(trainer, manager, model_dir, restore_from):
     how = (f"resume from an older one with --restore_from={older[-1]}" if older else
            "no older checkpoint is left: start a new --model_dir")
     raise config_lib.ConfigError(
-        f"cannot restore checkpoint {path}: {_first_line(e)}. --model_dir was left "
-        f"untouched; {how}") from None
+        f"cannot restore checkpoint {path}: {config_lib.error_summary(e)}. --model_dir was "
+        f"left untouched; {how}") from None
   return path
-
-
-def _first_line(error, limit=300):
-  text = (str(error).strip() or type(error).__name__).splitlines()[0]
-  return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _save(manager, trainer, step, model_dir, model_config, train_config):
@@ -284,7 +279,7 @@ def _save(manager, trainer, step, model_dir, model_config, train_config):
     manager.save(checkpoint_number=step)
     return
   except (tf.errors.OpError, OSError) as e:
-    error = _first_line(e)
+    error = config_lib.error_summary(e)
   try:
     rescue = tempfile.mkdtemp(prefix=f"mvae-rescue-step{step}-")
     record_config(rescue, model_config, train_config)
@@ -294,7 +289,8 @@ def _save(manager, trainer, step, model_dir, model_config, train_config):
              f"with --model_dir={rescue}, or copy its files into {model_dir!r} once it has "
              "space")
   except (tf.errors.OpError, OSError) as e:
-    saved = f"the rescue copy failed too ({_first_line(e)}); step {step} is lost"
+    saved = (f"the rescue copy failed too ({config_lib.error_summary(e)}); step {step} is "
+             "lost")
   raise CheckpointWriteError(
       f"cannot write a checkpoint to --model_dir {model_dir!r}: {error}; {saved}")
 
