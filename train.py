@@ -2,7 +2,9 @@ r"""Trains a multi-entity VAE (or the VAE baseline) on multi-object dSprites.
 
   python train.py --num_sprites=8 --model_dir=/tmp/mvae
 
-Runs under tf.distribute.MirroredStrategy on all GPUs, or on the CPU when there are none.
+Runs under tf.distribute.MirroredStrategy on all GPUs, or on the CPU when there are none;
+with --strategy=multi_worker, under MultiWorkerMirroredStrategy over the cluster in
+TF_CONFIG (run the same command on every worker).
 Rerun with the same --model_dir (and a larger --train_steps) to resume. SIGTERM or Ctrl-C
 saves a checkpoint before stopping. Watch it with `tensorboard --logdir=<model_dir>`.
 """
@@ -65,6 +67,13 @@ flags.DEFINE_enum("precision", _TRAIN_DEFAULTS.precision, config_lib.PRECISIONS,
                   "float32, or mixed_bfloat16 to compute the encoder and decoder in "
                   "bfloat16 (fast only on CPUs with avx512_bf16/amx_bf16, or GPUs). May "
                   "change when a run resumes.")
+flags.DEFINE_enum("strategy", "mirrored", ["mirrored", "multi_worker"],
+                  "mirrored: MirroredStrategy on this machine's GPUs (or its CPU). "
+                  "multi_worker: MultiWorkerMirroredStrategy over the cluster in TF_CONFIG "
+                  "(README, \"Training on several machines\").")
+flags.DEFINE_float("collective_timeout_secs", 300.0,
+                   "--strategy=multi_worker: a collective (all-reduce) that does not finish "
+                   "in this time fails the run instead of waiting for a lost worker.")
 flags.DEFINE_integer("num_cpu_devices", 1,
                      "Without GPUs, split the CPU into this many replicas (for trying "
                      "multi-replica training); ignored when GPUs are visible.")
@@ -72,6 +81,10 @@ flags.DEFINE_string("restore_from", None,
                     "Resume from this checkpoint of --model_dir (e.g. ckpt-1200) instead of "
                     "the latest, when the latest cannot be read.")
 flags.DEFINE_float("checkpoint_every_secs", 300.0, "Seconds between checkpoints.")
+flags.DEFINE_integer("checkpoint_every_steps", None,
+                     "Steps between checkpoints, instead of --checkpoint_every_secs. "
+                     "Default: 1000 with --strategy=multi_worker (whose workers must save at "
+                     "the same step), else unused.")
 flags.DEFINE_float("log_every_secs", 15.0, "Seconds between progress lines.")
 flags.DEFINE_integer("summary_every_steps", 100, "Steps between TensorBoard scalars.")
 flags.DEFINE_integer("image_every_steps", 2000, "Steps between TensorBoard images.")
@@ -120,7 +133,38 @@ def configs_from_flags():
   for name in ("summary_every_steps", "image_every_steps", "num_cpu_devices"):
     if getattr(FLAGS, name) < 1:
       raise config_lib.ConfigError(f"--{name} must be >= 1; received {getattr(FLAGS, name)}")
+  if FLAGS.checkpoint_every_steps is not None and FLAGS.checkpoint_every_steps < 1:
+    raise config_lib.ConfigError(
+        f"--checkpoint_every_steps must be >= 1; received {FLAGS.checkpoint_every_steps}")
+  if FLAGS.collective_timeout_secs <= 0:
+    raise config_lib.ConfigError(
+        f"--collective_timeout_secs must be > 0; received {FLAGS.collective_timeout_secs}")
+  if FLAGS.strategy == "multi_worker":
+    if FLAGS.num_cpu_devices != 1:
+      raise config_lib.ConfigError(
+          "--num_cpu_devices applies to --strategy=mirrored only; a multi-worker run has "
+          "one CPU replica (or its GPUs) per worker")
+    from mvae_tf import cluster  # pylint: disable=g-import-not-at-top
+    workers = cluster.read_cluster().num_workers  # Checks TF_CONFIG before TF starts.
+    if train_config.batch_size % workers:
+      raise config_lib.ConfigError(
+          f"--batch_size must be divisible by the number of workers in TF_CONFIG "
+          f"({workers}); received {train_config.batch_size}")
   return model_config, train_config
+
+
+def loop_options():
+  """The loop's `LoopOptions` from the flags."""
+  every_steps = FLAGS.checkpoint_every_steps
+  if every_steps is None:
+    every_steps = 1000 if FLAGS.strategy == "multi_worker" else 0
+  from mvae_tf import training  # pylint: disable=g-import-not-at-top
+  return training.LoopOptions(
+      checkpoint_every_secs=FLAGS.checkpoint_every_secs,
+      checkpoint_every_steps=every_steps,
+      log_every_secs=FLAGS.log_every_secs,
+      summary_every_steps=FLAGS.summary_every_steps,
+      image_every_steps=FLAGS.image_every_steps)
 
 
 def _fail(error, code):
@@ -137,18 +181,17 @@ def main(argv):
     _fail(e, 2)
   from mvae_tf import training  # pylint: disable=g-import-not-at-top
   try:
-    strategy = training.make_strategy(num_cpu_devices=FLAGS.num_cpu_devices)
+    if FLAGS.strategy == "multi_worker":
+      strategy = training.make_multi_worker_strategy(FLAGS.collective_timeout_secs)
+    else:
+      strategy = training.make_strategy(num_cpu_devices=FLAGS.num_cpu_devices)
     training.check_replicas(train_config, strategy)
-    options = training.LoopOptions(
-        checkpoint_every_secs=FLAGS.checkpoint_every_secs,
-        log_every_secs=FLAGS.log_every_secs,
-        summary_every_steps=FLAGS.summary_every_steps,
-        image_every_steps=FLAGS.image_every_steps)
-    training.train(model_config, train_config, FLAGS.model_dir, strategy, options,
+    training.train(model_config, train_config, FLAGS.model_dir, strategy, loop_options(),
                    log=lambda line: print(line, flush=True), restore_from=FLAGS.restore_from)
   except config_lib.ConfigError as e:
     _fail(e, 2)
-  except (training.TrainingDiverged, training.CheckpointWriteError) as e:
+  except (training.TrainingDiverged, training.CheckpointWriteError,
+          training.ClusterError) as e:
     _fail(e, 1)
 
 if __name__ == "__main__":

@@ -140,14 +140,20 @@ def render_scenes(present, shape, scale, orientation, position, colour):
   return image, masks
 
 
-def sample_batch(batch_index, num_sprites, batch_size, seed, presence_prob):
+def sample_batch(batch_index, num_sprites, batch_size, seed, presence_prob, rows=None):
   """Draws batch number `batch_index` of the stream: a pure function of its arguments.
+
+  `rows` = (start, size) renders only those rows of the batch (one worker's share of a
+  global batch), bit-identical to the same rows of the whole batch.
 
   Returns a dict of tensors; see `make_dataset`.
   """
   draws = tf.random.stateless_uniform(
       [batch_size, num_sprites, _NUM_DRAWS],
       seed=tf.stack([tf.cast(seed, tf.int64), tf.cast(batch_index, tf.int64)]))
+  if rows is not None:
+    start, size = rows
+    draws = draws[start:start + size]  # [size, S, _NUM_DRAWS]
   present = tf.cast(draws[..., _PRESENT] < presence_prob, tf.float32)  # [B, S]
   shape = tf.minimum(tf.cast(draws[..., _SHAPE] * 3.0, tf.int32), 2)  # [B, S]
   scale = MIN_SCALE + (MAX_SCALE - MIN_SCALE) * draws[..., _SCALE]  # [B, S]
@@ -172,7 +178,7 @@ def sample_batch(batch_index, num_sprites, batch_size, seed, presence_prob):
 
 
 def make_dataset(num_sprites, batch_size, seed, presence_prob=0.5, num_batches=None,
-                 first_batch=0):
+                 first_batch=0, rows=None):
   """The multi-object dSprites stream as a `tf.data.Dataset` of batched dicts.
 
   Args:
@@ -182,6 +188,8 @@ def make_dataset(num_sprites, batch_size, seed, presence_prob=0.5, num_batches=N
     presence_prob: the probability that each slot holds a sprite.
     num_batches: the number of batches, or None for an endless stream.
     first_batch: the index of the first batch; a resumed run continues the stream here.
+    rows: None, or (start, size): each element holds only rows [start, start + size) of
+      the batch (B below is then `size`); a worker of a multi-worker run renders its share.
 
   Returns:
     A dataset whose elements are dicts with
@@ -198,9 +206,15 @@ def make_dataset(num_sprites, batch_size, seed, presence_prob=0.5, num_batches=N
   if num_batches is not None:
     check_int("num_batches", num_batches, 1)
   check_int("first_batch", first_batch, 0)
+  if rows is not None:
+    start, size = rows
+    check_int("rows[0]", start, 0)
+    check_int("rows[1]", size, 1)
+    if start + size > batch_size:
+      raise ValueError(f"rows {rows} reach past the batch of {batch_size}")
   end = 2**62 if num_batches is None else first_batch + num_batches
   indices = tf.data.Dataset.range(first_batch, end)
   dataset = indices.map(
-      lambda i: sample_batch(i, num_sprites, batch_size, seed, presence_prob),
+      lambda i: sample_batch(i, num_sprites, batch_size, seed, presence_prob, rows),
       num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   return dataset.prefetch(tf.data.AUTOTUNE)

@@ -14,7 +14,9 @@ and TensorBoard event files.
 """
 
 import dataclasses
+import hashlib
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -53,6 +55,23 @@ def make_strategy(devices=None, num_cpu_devices=1):
   return tf.distribute.MirroredStrategy(devices)
 
 
+def make_multi_worker_strategy(collective_timeout_secs):
+  """MultiWorkerMirroredStrategy over the cluster in TF_CONFIG (`cluster.read_cluster`).
+
+  Every worker's GPUs (or its CPU) are replicas. Each collective (the gradient all-reduce)
+  fails after `collective_timeout_secs` instead of waiting for ever, and TF's coordination
+  service notices a worker that stops sending heartbeats, so the others end with an error
+  when a worker dies. It must be made before TensorFlow runs any op, on every worker.
+  """
+  options = tf.distribute.experimental.CommunicationOptions(
+      timeout_seconds=collective_timeout_secs)
+  return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+
+
+def is_multi_worker(strategy):
+  return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+
+
 def check_replicas(train_config, strategy):
   replicas = strategy.num_replicas_in_sync
   if train_config.batch_size % replicas:
@@ -61,31 +80,93 @@ def check_replicas(train_config, strategy):
         f"received {train_config.batch_size}")
 
 
-def add_noise(batch, batch_index, num_objects, latent_dim, seed):
-  """Adds `noise`, the eps [B, N, D] of z = mu + sigma * eps, drawn from (seed, batch index)."""
-  batch_size = tf.shape(batch["image"])[0]
+def add_noise(batch, batch_index, num_objects, latent_dim, seed, batch_size=None, rows=None):
+  """Adds `noise`, the eps [B, N, D] of z = mu + sigma * eps, drawn from (seed, batch index).
+
+  With `rows` = (start, size) of a global batch of `batch_size`, the noise is those rows of
+  the whole batch's noise, so a worker's share is the same as in a one-worker run.
+  """
+  if rows is None:
+    batch_size = tf.shape(batch["image"])[0]
   key = tf.random.experimental.stateless_fold_in(
       tf.stack([tf.cast(seed, tf.int64), batch_index]), 1)
-  batch["noise"] = tf.random.stateless_normal([batch_size, num_objects, latent_dim], seed=key)
+  noise = tf.random.stateless_normal([batch_size, num_objects, latent_dim], seed=key)
+  if rows is not None:
+    start, size = rows
+    noise = noise[start:start + size]  # [size, N, D]
+  batch["noise"] = noise
   return batch
 
 
-def training_dataset(model_config, train_config, first_step=0):
-  """The training stream from batch `first_step` on, each batch with its noise."""
+def _take_rows(batch, rows):
+  start, size = rows
+  return {name: value[start:start + size] for name, value in batch.items()}  # [size, ...]
+
+
+def training_dataset(model_config, train_config, first_step=0, rows=None):
+  """The training stream from batch `first_step` on, each batch with its noise.
+
+  `rows` = (start, size) keeps only those rows of each global batch (one input pipeline's
+  share; generated scenes are rendered for those rows only).
+  """
   if train_config.dataset == "multi_dsprites":
     # The file's scenes in order, cycled; only the images are trained on.
     dataset = multi_dsprites.make_dataset(
         train_config.data_path, train_config.variant, train_config.batch_size,
         first_batch=first_step, repeat=True).map(lambda batch: {"image": batch["image"]})
+    if rows is not None:
+      dataset = dataset.map(lambda batch: _take_rows(batch, rows))
   else:
     dataset = data.make_dataset(train_config.num_sprites, train_config.batch_size,
                                 train_config.seed, train_config.presence_prob,
-                                first_batch=first_step)
+                                first_batch=first_step, rows=rows)
   indices = tf.data.Dataset.range(first_step, 2**62)
   return tf.data.Dataset.zip(dataset, indices).map(
       lambda batch, index: add_noise(batch, index, model_config.num_objects,
-                                     model_config.latent_dim, train_config.seed),
+                                     model_config.latent_dim, train_config.seed,
+                                     train_config.batch_size, rows),
       num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+def distributed_training_data(strategy, model_config, train_config, first_step=0,
+                              transform=None):
+  """The training stream, split so that every replica gets its rows of each global batch.
+
+  There is one input pipeline per worker (`tf.distribute.InputContext`). Pipeline p of a
+  strategy with R replicas, L = R / (number of pipelines) of them local, makes rows
+  [p L b, (p + 1) L b) of every global batch, b = batch_size / R, and hands its L replicas
+  b rows each in order, so replica r trains on rows [r b, (r + 1) b) whatever the number of
+  workers: one worker and two take the same step. `transform`, if given, maps each
+  pipeline's dataset first (tests inject faults with it).
+  """
+  global_batch = train_config.batch_size
+
+  def pipeline(context):
+    per_replica = context.get_per_replica_batch_size(global_batch)
+    local = context.num_replicas_in_sync // context.num_input_pipelines
+    rows = (context.input_pipeline_id * local * per_replica, local * per_replica)
+    dataset = training_dataset(model_config, train_config, first_step, rows)
+    if transform is not None:
+      dataset = transform(dataset)
+
+    def split(batch):
+      # Each value [L * b, ...] -> [L, b, ...]; unbatching then yields the L replicas'
+      # batches one after another, which the strategy deals to the local replicas in order.
+      return {name: tf.reshape(value, tf.concat([[local, per_replica], tf.shape(value)[1:]],
+                                                 axis=0))
+              for name, value in batch.items()}
+
+    return dataset.map(split).unbatch()
+
+  return strategy.distribute_datasets_from_function(pipeline)
+
+
+def weights_fingerprint(model):
+  """A short hex digest of the model's weights, equal on workers that hold the same weights."""
+  digest = hashlib.sha256()
+  for variable in model.variables:
+    digest.update(np.ascontiguousarray(keras.ops.convert_to_numpy(variable)).tobytes())
+  return digest.hexdigest()[:16]
 
 
 class TrainingDiverged(RuntimeError):
@@ -170,7 +251,31 @@ class Trainer:
     return means
 
   def distribute(self, dataset):
+    """Distributes a dataset of global batches (one worker; tests and the benchmark)."""
     return self.strategy.experimental_distribute_dataset(dataset)
+
+  def broadcast_from_chief(self):
+    """Sets the model and optimizer variables of every worker to the chief's.
+
+    In a multi-worker run only the chief restores the checkpoint (the others may not even
+    see the model directory); this makes every worker continue from the chief's weights,
+    Adam moments and step. Replica 0 is the chief's first device: each variable becomes
+    the all-reduced sum of replica 0's value and zeros from every other replica.
+    """
+    variables = list(self.model.variables) + list(self.optimizer.variables)
+
+    def replica_values():
+      context = tf.distribute.get_replica_context()
+      first = tf.equal(context.replica_id_in_sync_group, 0)
+      return [context.all_reduce(tf.distribute.ReduceOp.SUM,
+                                 tf.where(first, tf.convert_to_tensor(v), tf.zeros_like(v)))
+              for v in variables]
+
+    values = tf.function(lambda: self.strategy.run(replica_values))()
+    for variable, value in zip(variables, values):
+      # Every replica holds the same value; assigning one local copy in cross-replica
+      # context updates all of this worker's copies.
+      variable.assign(self.strategy.experimental_local_results(value)[0])
 
   def train_step(self, dist_batch):
     """One optimizer step on a distributed global batch.
@@ -303,14 +408,15 @@ def _kl_map_images(kl_map):
 
 
 class _StopFlag:
-  """Turns SIGTERM and SIGINT into a request to checkpoint and stop after this step."""
+  """Turns `signals` (SIGTERM and SIGINT) into a request to checkpoint and stop after this step."""
 
-  def __init__(self):
+  def __init__(self, signals=(signal.SIGTERM, signal.SIGINT)):
     self.signal_name = None
+    self._signals = signals
     self._previous = {}
 
   def __enter__(self):
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in self._signals:
       self._previous[sig] = signal.signal(sig, self._handle)
     return self
 
@@ -340,6 +446,31 @@ def _format_duration(seconds):
   return f"{minutes}m{seconds:02d}s"
 
 
+class ClusterError(RuntimeError):
+  """A multi-worker step failed: a worker died, stopped answering, or a collective timed out."""
+
+
+def _cluster_error_summary(error):
+  """The lines of a failed collective's error that say which worker failed, and how."""
+  lines = [line.strip() for line in str(error).splitlines()]
+  for i, line in enumerate(lines):
+    if "unhealthy" in line or "heartbeat" in line.lower():
+      tasks = [l for l in lines[i + 1:i + 9] if l.startswith("/job:")]
+      return " ".join([line.split("Error reported from ")[-1]] + tasks)
+  for line in lines:
+    if "timed out" in line.lower() or "deadline" in line.lower():
+      return line
+  return config_lib.error_summary(error)
+
+
+class _Preempted(Exception):
+  """Raised by the preemption handler once the whole cluster has saved its checkpoint."""
+
+
+def _raise_preempted():
+  raise _Preempted()
+
+
 @dataclasses.dataclass(frozen=True)
 class LoopOptions:
   """How often the loop reports and saves.
@@ -347,16 +478,60 @@ class LoopOptions:
   Attributes:
     checkpoint_every_secs: seconds between checkpoints (one is also written at the end and on
       SIGTERM or SIGINT).
+    checkpoint_every_steps: 0, or steps between checkpoints instead of seconds. A
+      multi-worker run needs it: every worker must save at the same step, and their clocks
+      differ.
     log_every_secs: seconds between progress lines.
     summary_every_steps: steps between TensorBoard scalar summaries.
     image_every_steps: steps between TensorBoard image summaries.
     max_checkpoints: how many checkpoints to keep.
   """
   checkpoint_every_secs: float = 300.0
+  checkpoint_every_steps: int = 0
   log_every_secs: float = 15.0
   summary_every_steps: int = 100
   image_every_steps: int = 2000
   max_checkpoints: int = 3
+
+
+class _CheckpointWriter:
+  """Saves checkpoints: the chief into the model directory, other workers to a scratch one.
+
+  In a multi-worker run every worker must take part in each save (TF's guide to
+  MultiWorkerMirroredStrategy); the non-chief workers write to a temporary directory of
+  their own, which is deleted after each save, so that only the chief's checkpoint is kept.
+  """
+
+  def __init__(self, trainer, model_dir, model_config, train_config, options, chief):
+    self.trainer = trainer
+    self.model_dir = model_dir
+    self.chief = chief
+    self._configs = (model_config, train_config)
+    if chief:
+      self.manager = tf.train.CheckpointManager(trainer.checkpoint, model_dir,
+                                                max_to_keep=options.max_checkpoints)
+      self._scratch = None
+    else:
+      self.manager = None
+      self._scratch = tempfile.mkdtemp(prefix="mvae-worker-checkpoint-")
+
+  @property
+  def latest(self):
+    return self.manager.latest_checkpoint if self.chief else None
+
+  def save(self, step):
+    if self.chief:
+      _save(self.manager, self.trainer, step, self.model_dir, *self._configs)
+      return
+    tf.train.CheckpointManager(self.trainer.checkpoint, self._scratch, max_to_keep=1).save(
+        checkpoint_number=step)
+    for name in os.listdir(self._scratch):
+      path = os.path.join(self._scratch, name)
+      shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+
+  def close(self):
+    if self._scratch:
+      shutil.rmtree(self._scratch, ignore_errors=True)
 
 
 def train(model_config, train_config, model_dir, strategy=None, options=LoopOptions(),
@@ -368,10 +543,21 @@ def train(model_config, train_config, model_dir, strategy=None, options=LoopOpti
   `TrainingDiverged` before anything more is saved, so the checkpoints on disk are all of
   finite steps.
 
+  Under a `MultiWorkerMirroredStrategy` (`make_multi_worker_strategy`) every worker runs
+  this function. The chief alone checks, restores and writes `model_dir` (config.json,
+  checkpoints, TensorBoard); the others receive the chief's weights
+  (`Trainer.broadcast_from_chief`), take part in every save through a scratch directory,
+  and need not see `model_dir` at all. Checkpoints are taken every
+  `options.checkpoint_every_steps`. SIGTERM to any worker (a preempted machine) makes the
+  whole cluster save one checkpoint at the same step and return, through
+  `tf.distribute.experimental.PreemptionCheckpointHandler`. A worker that dies or stops
+  answering makes the others raise `ClusterError` (TF's coordination service and the
+  strategy's collective timeout bound the wait).
+
   `restore_from`, a checkpoint name in `model_dir` such as "ckpt-1200", resumes from it
   instead of the latest (for when the latest cannot be read).
 
-  `dataset_transform`, if given, maps the training `tf.data.Dataset` before it is
+  `dataset_transform`, if given, maps each input pipeline's `tf.data.Dataset` before it is
   distributed (tests use it to inject faults).
 
   Raises:
@@ -379,33 +565,56 @@ def train(model_config, train_config, model_dir, strategy=None, options=LoopOpti
       one that cannot be written, or a checkpoint that cannot be restored.
     TrainingDiverged: at a non-finite step, which is not saved.
     CheckpointWriteError: when a checkpoint cannot be written (after saving a rescue copy).
+    ClusterError: in a multi-worker run, when a step fails because of another worker.
   """
   strategy = strategy or make_strategy()
   check_replicas(train_config, strategy)
+  multi_worker = is_multi_worker(strategy)
+  if multi_worker and options.checkpoint_every_steps < 1:
+    raise config_lib.ConfigError(
+        "a multi-worker run checkpoints every --checkpoint_every_steps steps (its workers "
+        "must save at the same step); received 0")
   if train_config.dataset == "multi_dsprites":
     multi_dsprites.check_file(train_config.data_path, train_config.variant)
-  check_model_dir(model_dir, model_config, train_config)
+  chief = strategy.extended.should_checkpoint
+  if chief:
+    check_model_dir(model_dir, model_config, train_config)
   warning = machine.bfloat16_warning(train_config.precision,
                                      len(tf.config.list_physical_devices("GPU")))
   if warning:
     log(warning)
   trainer = Trainer(model_config, train_config, strategy)
-  manager = tf.train.CheckpointManager(trainer.checkpoint, model_dir,
-                                       max_to_keep=options.max_checkpoints)
-  restored = _restore(trainer, manager, model_dir, restore_from)
-  if restored:
-    log(f"Resumed from {restored} at step {trainer.step}.")
-  record_config(model_dir, model_config, train_config)
+  checkpoints = _CheckpointWriter(trainer, model_dir, model_config, train_config, options,
+                                  chief)
+  try:
+    return _train_loop(trainer, checkpoints, options, log, dataset_transform, restore_from,
+                       multi_worker)
+  finally:
+    checkpoints.close()
+
+
+def _train_loop(trainer, checkpoints, options, log, dataset_transform, restore_from,
+                multi_worker):
+  """The body of `train`, once the trainer and its checkpoint writer exist."""
+  strategy, model_dir = trainer.strategy, checkpoints.model_dir
+  model_config, train_config = trainer.model_config, trainer.train_config
+  if checkpoints.chief:
+    restored = _restore(trainer, checkpoints.manager, model_dir, restore_from)
+    if restored:
+      log(f"Resumed from {restored} at step {trainer.step}.")
+    record_config(model_dir, model_config, train_config)
+  if multi_worker:
+    trainer.broadcast_from_chief()
+    if not checkpoints.chief:
+      log(f"Received the chief's weights at step {trainer.step}.")
   start_step = trainer.step
   total = train_config.train_steps
   if start_step >= total:
     log(f"Already trained to step {start_step} >= --train_steps={total}; nothing to do.")
     return start_step
 
-  dataset = training_dataset(model_config, train_config, first_step=start_step)
-  if dataset_transform is not None:
-    dataset = dataset_transform(dataset)
-  iterator = iter(trainer.distribute(dataset))
+  iterator = iter(distributed_training_data(strategy, model_config, train_config,
+                                            start_step, dataset_transform))
   if train_config.dataset == "multi_dsprites":
     summary_images = tf.concat([b["image"] for b in multi_dsprites.make_dataset(
         train_config.data_path, train_config.variant, 1, num_batches=NUM_SUMMARY_IMAGES)],
@@ -420,7 +629,22 @@ def train(model_config, train_config, model_dir, strategy=None, options=LoopOpti
     outputs = trainer.model(images)
     return tf.sigmoid(outputs["logits"]), _kl_map_images(outputs["kl_map"])
 
-  writer = tf.summary.create_file_writer(model_dir)
+  # TensorBoard is the chief's; the other workers write nothing.
+  writer = (tf.summary.create_file_writer(model_dir) if checkpoints.chief
+            else tf.summary.create_noop_writer())
+  step_fn = trainer.train_step
+  preemption_dir = None
+  if multi_worker:
+    # The handler turns SIGTERM on any worker into one checkpoint of the whole cluster at
+    # the same step: it only coordinates, our writer saves (save_fn), and exit_fn hands
+    # control back to this loop. Its own (empty) checkpoint manager restores nothing.
+    preemption_dir = tempfile.mkdtemp(prefix="mvae-preemption-")
+    handler = tf.distribute.experimental.PreemptionCheckpointHandler(
+        strategy.cluster_resolver,
+        tf.train.CheckpointManager(tf.train.Checkpoint(), preemption_dir, max_to_keep=1),
+        termination_config=tf.distribute.experimental.TerminationConfig(
+            exit_fn=_raise_preempted, save_fn=lambda: checkpoints.save(trainer.step)))
+    step_fn = lambda batch: handler.run(trainer.train_step, batch)
   log(f"Training {model_config.model} on {strategy.num_replicas_in_sync} replica(s) from step "
       f"{start_step} to {total}: global batch {train_config.batch_size}, "
       f"{train_config.precision}.")
@@ -428,53 +652,79 @@ def train(model_config, train_config, model_dir, strategy=None, options=LoopOpti
   since_summary, since_log = [], []  # Each step's metrics since the last summary / log.
   last_log = last_ckpt = time.time()
   images_since_log = 0
-  with _StopFlag() as stop, writer.as_default():
-    while step < total and stop.signal_name is None:
-      metrics = trainer.train_step(next(iterator))
-      step += 1
-      if float(metrics["nonfinite"]):
-        saved = manager.latest_checkpoint
-        raise TrainingDiverged(
-            f"the loss or a gradient became NaN or infinite at step {step}; stopped without "
-            f"saving it, so the latest checkpoint is "
-            f"{saved or 'none (no step was saved)'}. Rerun with a lower --learning_rate "
-            f"(this run's is {train_config.learning_rate:g}) and a new --model_dir, or "
-            "resume this one as it is")
-      images_since_log += train_config.batch_size
-      since_summary.append(metrics)
-      since_log.append(metrics)
-      if step % options.summary_every_steps == 0 or step == total:
-        means = _means(since_summary)
-        since_summary = []
-        for name, value in means.items():
-          tf.summary.scalar(f"train/{name}", value, step=step)
-        tf.summary.scalar("train/elbo", -means["loss"], step=step)
-        tf.summary.scalar("train/learning_rate", trainer.learning_rate(step), step=step)
-      if step % options.image_every_steps == 0 or step == total:
-        reconstructions, kl_maps = reconstruct(summary_images)
-        tf.summary.image("inputs", summary_images, step=step, max_outputs=NUM_SUMMARY_IMAGES)
-        tf.summary.image("reconstructions", reconstructions, step=step,
-                         max_outputs=NUM_SUMMARY_IMAGES)
-        tf.summary.image("kl_maps", kl_maps, step=step, max_outputs=NUM_SUMMARY_IMAGES)
-      now = time.time()
-      if now - last_log >= options.log_every_secs or step == total:
-        rate = images_since_log / (now - last_log)
-        means = _means(since_log)
-        eta = (total - step) * train_config.batch_size / max(rate, 1e-9)
-        tf.summary.scalar("train/images_per_second", rate, step=step)
-        log(f"step {step}/{total} | {rate:.1f} img/s | ETA {_format_duration(eta)} | "
-            f"loss {means['loss']:.2f} (nll {means['nll']:.2f}, kl {means['kl']:.2f}) | "
-            f"lr {float(trainer.learning_rate(step)):.2e}")
-        since_log, images_since_log, last_log = [], 0, now
-        writer.flush()
-      if now - last_ckpt >= options.checkpoint_every_secs:
-        _save(manager, trainer, step, model_dir, model_config, train_config)
-        last_ckpt = now
-    _save(manager, trainer, step, model_dir, model_config, train_config)
-    writer.flush()
-  if stop.signal_name:
-    log(f"Received {stop.signal_name}: saved a checkpoint at step {step} and stopped.")
+  stopped_by = None
+  # A multi-worker run leaves SIGTERM to the preemption handler, and lets SIGINT end this
+  # worker at once (the others then stop with ClusterError).
+  signals = () if multi_worker else (signal.SIGTERM, signal.SIGINT)
+  try:
+    with _StopFlag(signals) as stop, writer.as_default():
+      while step < total and stop.signal_name is None:
+        metrics = step_fn(next(iterator))
+        step += 1
+        if float(metrics["nonfinite"]):
+          saved = checkpoints.latest
+          raise TrainingDiverged(
+              f"the loss or a gradient became NaN or infinite at step {step}; stopped "
+              f"without saving it, so the latest checkpoint is "
+              f"{saved or 'none (no step was saved)'}. Rerun with a lower --learning_rate "
+              f"(this run's is {train_config.learning_rate:g}) and a new --model_dir, or "
+              "resume this one as it is")
+        images_since_log += train_config.batch_size
+        since_summary.append(metrics)
+        since_log.append(metrics)
+        if step % options.summary_every_steps == 0 or step == total:
+          means = _means(since_summary)
+          since_summary = []
+          for name, value in means.items():
+            tf.summary.scalar(f"train/{name}", value, step=step)
+          tf.summary.scalar("train/elbo", -means["loss"], step=step)
+          tf.summary.scalar("train/learning_rate", trainer.learning_rate(step), step=step)
+        if checkpoints.chief and (step % options.image_every_steps == 0 or step == total):
+          reconstructions, kl_maps = reconstruct(summary_images)
+          tf.summary.image("inputs", summary_images, step=step,
+                           max_outputs=NUM_SUMMARY_IMAGES)
+          tf.summary.image("reconstructions", reconstructions, step=step,
+                           max_outputs=NUM_SUMMARY_IMAGES)
+          tf.summary.image("kl_maps", kl_maps, step=step, max_outputs=NUM_SUMMARY_IMAGES)
+        now = time.time()
+        if now - last_log >= options.log_every_secs or step == total:
+          rate = images_since_log / (now - last_log)
+          means = _means(since_log)
+          eta = (total - step) * train_config.batch_size / max(rate, 1e-9)
+          tf.summary.scalar("train/images_per_second", rate, step=step)
+          log(f"step {step}/{total} | {rate:.1f} img/s | ETA {_format_duration(eta)} | "
+              f"loss {means['loss']:.2f} (nll {means['nll']:.2f}, kl {means['kl']:.2f}) | "
+              f"lr {float(trainer.learning_rate(step)):.2e}")
+          since_log, images_since_log, last_log = [], 0, now
+          writer.flush()
+        if options.checkpoint_every_steps:
+          due = step % options.checkpoint_every_steps == 0 and step < total
+        else:
+          due = now - last_ckpt >= options.checkpoint_every_secs
+        if due:
+          checkpoints.save(step)
+          last_ckpt = now
+      checkpoints.save(step)
+      writer.flush()
+    stopped_by = stop.signal_name
+  except _Preempted:
+    stopped_by = "SIGTERM on a worker of the cluster"
+  except tf.errors.OpError as e:
+    if not multi_worker:
+      raise
+    raise ClusterError(
+        f"the cluster stopped at step {step + 1}: a worker died, stopped answering, or "
+        f"failed ({type(e).__name__}: {_cluster_error_summary(e)}). The chief's latest "
+        f"checkpoint is {checkpoints.latest or 'in --model_dir'}; restart every worker "
+        "with the same command to resume from it") from None
+  finally:
+    if preemption_dir:
+      shutil.rmtree(preemption_dir, ignore_errors=True)
+  fingerprint = weights_fingerprint(trainer.model)
+  if stopped_by:
+    log(f"Received {stopped_by}: saved a checkpoint at step {step} and stopped "
+        f"(weights {fingerprint}).")
   else:
-    log(f"Finished: saved a checkpoint at step {step}.")
+    log(f"Finished: saved a checkpoint at step {step} (weights {fingerprint}).")
   sys.stdout.flush()
   return step

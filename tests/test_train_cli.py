@@ -41,6 +41,10 @@ def _run(*flags, timeout=300):
     (["--dataset=multi_dsprites"], r"--variant must be one of binarized"),
     (["--data_path=scenes.tfrecords"], r"--data_path and --variant apply only to "
                                         r"--dataset=multi_dsprites"),
+    (["--strategy=multi_worker"], r"TF_CONFIG is not set\. Every worker needs one"),
+    (["--strategy=multi_worker", "--num_cpu_devices=2"],
+     r"--num_cpu_devices applies to --strategy=mirrored only"),
+    (["--checkpoint_every_steps=0"], r"--checkpoint_every_steps must be >= 1; received 0"),
     (["--dataset=multi_dsprites", "--variant=binarized", "--num_sprites=4",
       "--data_path=x"], r"--num_sprites=4 does not match --variant=binarized"),
 ])
