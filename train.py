@@ -55,6 +55,9 @@ flags.DEFINE_integer("decoder_width", _MODEL_DEFAULTS.decoder_width,
 flags.DEFINE_integer("kl_warmup_steps", _TRAIN_DEFAULTS.kl_warmup_steps,
                      "0 (the paper), or W: the KL term's weight in the objective rises "
                      "linearly from 1/W to 1 over the first W steps.")
+flags.DEFINE_float("unselected_kl_weight", _TRAIN_DEFAULTS.unselected_kl_weight,
+                   "0 (the paper), or beta: add beta times the KL of the candidate cells "
+                   "that were not selected to the training objective (MVAE only).")
 flags.DEFINE_integer("batch_size", _TRAIN_DEFAULTS.batch_size,
                      "Global batch size, split evenly across replicas.")
 flags.DEFINE_integer("train_steps", _TRAIN_DEFAULTS.train_steps, "Total optimizer steps.")
@@ -106,6 +109,9 @@ def configs_from_flags():
           f"--num_sprites={FLAGS.num_sprites} does not match --variant={FLAGS.variant}, "
           f"whose scenes have up to {entities} sprites; leave it out")
     num_sprites = entities
+  if is_vae and FLAGS["unselected_kl_weight"].present:
+    raise config_lib.ConfigError("--unselected_kl_weight does not apply to --model=vae (it "
+                                 "selects no cells); leave it out")
   if is_vae and FLAGS["aggregation"].present:
     raise config_lib.ConfigError("--aggregation does not apply to --model=vae (it decodes "
                                  "one latent, with nothing to pool); leave it out")
@@ -122,7 +128,8 @@ def configs_from_flags():
       dataset=FLAGS.dataset, data_path=FLAGS.data_path, variant=FLAGS.variant or "",
       batch_size=FLAGS.batch_size, train_steps=FLAGS.train_steps,
       learning_rate=FLAGS.learning_rate, final_learning_rate=FLAGS.final_learning_rate,
-      seed=FLAGS.seed, kl_warmup_steps=FLAGS.kl_warmup_steps, precision=FLAGS.precision)
+      seed=FLAGS.seed, kl_warmup_steps=FLAGS.kl_warmup_steps, precision=FLAGS.precision,
+      unselected_kl_weight=FLAGS.unselected_kl_weight)
   model_config = config_lib.ModelConfig(
       model=FLAGS.model, num_objects=num_objects, latent_dim=latent_dim,
       aggregation=FLAGS.aggregation, num_pooling=FLAGS.num_pooling,

@@ -8,6 +8,7 @@ rebuild the same model without repeating flags.
 
 import dataclasses
 import json
+import math
 import os
 import tempfile
 
@@ -152,6 +153,10 @@ class TrainConfig:
     precision: "float32", or "mixed_bfloat16" to compute the encoder and decoder in
       bfloat16 (variables, KL, selection and losses stay float32). It may change when a run
       resumes.
+    unselected_kl_weight: 0 (the paper), or beta > 0 to add beta times the KL of the
+      candidate cells TopKByKL did not select (`losses.unselected_kl`) to the training
+      objective, pushing the KL map towards zero off the objects. MVAE only; the reported
+      loss stays the negative ELBO.
   """
   num_sprites: int = 8
   presence_prob: float = 0.5
@@ -165,6 +170,7 @@ class TrainConfig:
   variant: str = ""
   kl_warmup_steps: int = 0
   precision: str = "float32"
+  unselected_kl_weight: float = 0.0
 
   def __post_init__(self):
     _require(self.precision in PRECISIONS,
@@ -185,6 +191,11 @@ class TrainConfig:
                "--data_path and --variant apply only to --dataset=multi_dsprites")
     _require(_is_int(self.kl_warmup_steps) and self.kl_warmup_steps >= 0,
              f"--kl_warmup_steps must be an integer >= 0; received {self.kl_warmup_steps!r}")
+    _require(isinstance(self.unselected_kl_weight, (int, float))
+             and not isinstance(self.unselected_kl_weight, bool)
+             and math.isfinite(self.unselected_kl_weight) and self.unselected_kl_weight >= 0,
+             "--unselected_kl_weight must be a number >= 0; received "
+             f"{self.unselected_kl_weight!r}")
     _require(_is_int(self.train_steps) and self.train_steps >= 1,
              f"--train_steps must be an integer >= 1; received {self.train_steps!r}")
     for name in ("learning_rate", "final_learning_rate"):

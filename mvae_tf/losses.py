@@ -10,6 +10,11 @@ distortion `nll` is the sigmoid cross-entropy summed over the 64*64*3 values (es
 one reparameterised sample), and the rate `kl` is the analytic KL summed over the N selected
 objects. Pixel values are intensities in [0, 1], used as Bernoulli means, as is usual for
 dSprites-like data.
+
+Beyond the paper, `unselected_kl` is the KL of the candidate cells that TopKByKL left out.
+The ELBO does not contain it (those posteriors are never sampled or decoded), so nothing
+stops an unselected cell from carrying a large KL; training may penalise it
+(`TrainConfig.unselected_kl_weight`) so that the KL map is near zero off the objects.
 """
 
 import tensorflow as tf
@@ -37,3 +42,11 @@ def negative_elbo(images, logits, kl):
   rate = tf.reduce_sum(kl, axis=-1)
   loss = nll + rate
   return {"nll": nll, "kl": rate, "loss": loss, "elbo": -loss}
+
+
+def unselected_kl(kl_map, kl):
+  """The summed KL of the candidates not selected: [B, H, W], [B, N] -> [B].
+
+  Every selected object's KL is one cell of `kl_map`, so this is the map's sum minus theirs.
+  """
+  return tf.reduce_sum(kl_map, axis=[1, 2]) - tf.reduce_sum(kl, axis=-1)

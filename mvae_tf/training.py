@@ -187,6 +187,10 @@ class Trainer:
 
   def __init__(self, model_config, train_config, strategy, check_finite=True):
     check_replicas(train_config, strategy)
+    if model_config.model == "vae" and train_config.unselected_kl_weight:
+      raise config_lib.ConfigError(
+          "--unselected_kl_weight does not apply to --model=vae (it selects no cells); "
+          f"received {train_config.unselected_kl_weight}")
     self.model_config = model_config
     self.train_config = train_config
     self.strategy = strategy
@@ -213,9 +217,13 @@ class Trainer:
     with tf.GradientTape() as tape:
       outputs = self.model(batch["image"], noise=batch["noise"])
       terms = losses.negative_elbo(batch["image"], outputs["logits"], outputs["kl"])
+      objective = terms["nll"] + self._kl_weight() * terms["kl"]
+      if self.train_config.unselected_kl_weight:
+        objective += self.train_config.unselected_kl_weight * losses.unselected_kl(
+            outputs["kl_map"], outputs["kl"])
       # Sum over this replica's examples / global batch: the all-reduce then sums the
       # replicas' gradients into the gradient of the global mean.
-      loss = tf.nn.compute_average_loss(terms["nll"] + self._kl_weight() * terms["kl"],
+      loss = tf.nn.compute_average_loss(objective,
                                         global_batch_size=self.train_config.batch_size)
     variables = self.model.trainable_variables
     gradients = tape.gradient(loss, variables)

@@ -41,6 +41,8 @@ def _run(*flags, timeout=300):
     (["--dataset=multi_dsprites"], r"--variant must be one of binarized"),
     (["--data_path=scenes.tfrecords"], r"--data_path and --variant apply only to "
                                         r"--dataset=multi_dsprites"),
+    (["--model=vae", "--unselected_kl_weight=1"],
+     r"--unselected_kl_weight does not apply to --model=vae"),
     (["--strategy=multi_worker"], r"TF_CONFIG is not set\. Every worker needs one"),
     (["--strategy=multi_worker", "--num_cpu_devices=2"],
      r"--num_cpu_devices applies to --strategy=mirrored only"),

@@ -255,17 +255,17 @@ def test_a_checkpoint_that_cannot_be_written_is_rescued(tmp_path, monkeypatch):
   shutil.rmtree(rescue)
 
 
-def test_kl_warmup_weights_the_kl_in_the_gradient_but_not_in_the_reported_loss():
-  train_config = _train_config(kl_warmup_steps=4)
+def _first_step_matches(train_config, objective_fn):
+  """Checks that the first training step follows the gradient of mean(objective_fn(...))
+  and still reports the negative ELBO."""
   trainer = training.Trainer(MODEL, train_config, _strategy("/cpu:0"))
   batch = next(iter(training.training_dataset(MODEL, train_config)))
   variables = trainer.model.trainable_variables
+  from mvae_tf import losses
   with tf.GradientTape() as tape:
     outputs = trainer.model(batch["image"], noise=batch["noise"])
-    from mvae_tf import losses
     terms = losses.negative_elbo(batch["image"], outputs["logits"], outputs["kl"])
-    # Step 1 of a 4-step warm-up weights the KL by 1/4.
-    objective = tf.reduce_mean(terms["nll"] + 0.25 * terms["kl"])
+    objective = tf.reduce_mean(objective_fn(terms, outputs))
   expected = tape.gradient(objective, variables)
   metrics = trainer.train_step(next(iter(trainer.distribute(
       tf.data.Dataset.from_tensors(batch)))))
@@ -275,6 +275,32 @@ def test_kl_warmup_weights_the_kl_in_the_gradient_but_not_in_the_reported_loss()
   for moment, gradient in zip(moments, expected):  # Adam's m = 0.1 * g after one step.
     np.testing.assert_allclose(moment, 0.1 * gradient.numpy(), rtol=1e-3,
                                atol=1e-4 * np.abs(gradient.numpy()).max())
+
+
+def test_kl_warmup_weights_the_kl_in_the_gradient_but_not_in_the_reported_loss():
+  # Step 1 of a 4-step warm-up weights the KL by 1/4.
+  _first_step_matches(_train_config(kl_warmup_steps=4),
+                      lambda terms, outputs: terms["nll"] + 0.25 * terms["kl"])
+
+
+def test_the_unselected_cells_kl_is_penalised_in_the_gradient_only():
+  def objective(terms, outputs):
+    # Written out another way: without suppression the selected cells are the N of
+    # highest KL, so the rest are the map's cells sorted by KL after the first N.
+    kl_map = outputs["kl_map"]  # [B, H, W]
+    flat = tf.reshape(kl_map, [tf.shape(kl_map)[0], -1])  # [B, H*W]
+    ranked = tf.sort(flat, axis=-1, direction="DESCENDING")  # [B, H*W]
+    left_out = tf.reduce_sum(ranked[:, MODEL.num_objects:], axis=-1)  # [B]
+    return terms["nll"] + terms["kl"] + 0.5 * left_out
+  _first_step_matches(_train_config(unselected_kl_weight=0.5), objective)
+
+
+def test_the_unselected_kl_weight_is_checked():
+  with pytest.raises(config.ConfigError, match=r"--unselected_kl_weight must be a number >= 0"):
+    _train_config(unselected_kl_weight=-1.0)
+  vae = config.ModelConfig("vae", num_objects=1, latent_dim=7)
+  with pytest.raises(config.ConfigError, match=r"does not apply to --model=vae"):
+    training.Trainer(vae, _train_config(unselected_kl_weight=1.0), _strategy("/cpu:0"))
 
 
 def test_suppression_and_a_wider_decoder_train():
