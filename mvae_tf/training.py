@@ -591,14 +591,25 @@ def train(model_config, train_config, model_dir, strategy=None, options=LoopOpti
                                      len(tf.config.list_physical_devices("GPU")))
   if warning:
     log(warning)
-  trainer = Trainer(model_config, train_config, strategy)
-  checkpoints = _CheckpointWriter(trainer, model_dir, model_config, train_config, options,
-                                  chief)
+  checkpoints = None
   try:
+    trainer = Trainer(model_config, train_config, strategy)
+    checkpoints = _CheckpointWriter(trainer, model_dir, model_config, train_config, options,
+                                    chief)
     return _train_loop(trainer, checkpoints, options, log, dataset_transform, restore_from,
                        multi_worker)
+  except tf.errors.OpError as e:
+    if not multi_worker:
+      raise
+    latest = checkpoints.latest if checkpoints else None
+    raise ClusterError(
+        f"the cluster stopped: a worker died, stopped answering, or failed "
+        f"({type(e).__name__}: {_cluster_error_summary(e)}). The chief's latest checkpoint "
+        f"is {latest or 'in --model_dir'}; restart every worker with the same command to "
+        "resume from it") from None
   finally:
-    checkpoints.close()
+    if checkpoints:
+      checkpoints.close()
 
 
 def _train_loop(trainer, checkpoints, options, log, dataset_transform, restore_from,
@@ -718,13 +729,9 @@ def _train_loop(trainer, checkpoints, options, log, dataset_transform, restore_f
   except _Preempted:
     stopped_by = "SIGTERM on a worker of the cluster"
   except tf.errors.OpError as e:
-    if not multi_worker:
-      raise
-    raise ClusterError(
-        f"the cluster stopped at step {step + 1}: a worker died, stopped answering, or "
-        f"failed ({type(e).__name__}: {_cluster_error_summary(e)}). The chief's latest "
-        f"checkpoint is {checkpoints.latest or 'in --model_dir'}; restart every worker "
-        "with the same command to resume from it") from None
+    if multi_worker:
+      log(f"The cluster failed during step {step + 1}.")
+    raise
   finally:
     if preemption_dir:
       shutil.rmtree(preemption_dir, ignore_errors=True)

@@ -196,6 +196,7 @@ def test_sigterm_to_a_worker_checkpoints_the_cluster_and_a_dead_worker_ends_the_
   assert again.processes[0].wait(timeout=LAUNCH_TIMEOUT) == 1
   again.kill()
   chief = again.text(0)
-  assert "train.py: error: the cluster stopped at step" in chief, chief[-3000:]
+  assert "The cluster failed during step" in chief, chief[-3000:]
+  assert "train.py: error: the cluster stopped: a worker died" in chief
   assert "restart every worker with the same command" in chief
   assert "Traceback" not in chief
