@@ -61,9 +61,14 @@ flags.DEFINE_float("unselected_kl_weight", _TRAIN_DEFAULTS.unselected_kl_weight,
 flags.DEFINE_integer("batch_size", _TRAIN_DEFAULTS.batch_size,
                      "Global batch size, split evenly across replicas.")
 flags.DEFINE_integer("train_steps", _TRAIN_DEFAULTS.train_steps, "Total optimizer steps.")
+flags.DEFINE_integer("schedule_steps", _TRAIN_DEFAULTS.schedule_steps,
+                     "0: the learning rate anneals over --train_steps. S: it reaches "
+                     "--final_learning_rate at step S instead (stop early on a longer "
+                     "schedule). May change when a run resumes.")
 flags.DEFINE_float("learning_rate", _TRAIN_DEFAULTS.learning_rate, "Initial Adam rate.")
 flags.DEFINE_float("final_learning_rate", _TRAIN_DEFAULTS.final_learning_rate,
-                   "Rate reached at --train_steps (log-linear annealing).")
+                   "Rate reached at --train_steps, or --schedule_steps (log-linear "
+                   "annealing).")
 flags.DEFINE_string("model_dir", "/tmp/mvae", "Checkpoints, config.json and TensorBoard.")
 flags.DEFINE_integer("seed", _TRAIN_DEFAULTS.seed, "Seeds data, noise and initial weights.")
 flags.DEFINE_enum("precision", _TRAIN_DEFAULTS.precision, config_lib.PRECISIONS,
@@ -129,7 +134,7 @@ def configs_from_flags():
       batch_size=FLAGS.batch_size, train_steps=FLAGS.train_steps,
       learning_rate=FLAGS.learning_rate, final_learning_rate=FLAGS.final_learning_rate,
       seed=FLAGS.seed, kl_warmup_steps=FLAGS.kl_warmup_steps, precision=FLAGS.precision,
-      unselected_kl_weight=FLAGS.unselected_kl_weight)
+      unselected_kl_weight=FLAGS.unselected_kl_weight, schedule_steps=FLAGS.schedule_steps)
   model_config = config_lib.ModelConfig(
       model=FLAGS.model, num_objects=num_objects, latent_dim=latent_dim,
       aggregation=FLAGS.aggregation, num_pooling=FLAGS.num_pooling,

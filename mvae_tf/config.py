@@ -153,6 +153,10 @@ class TrainConfig:
     precision: "float32", or "mixed_bfloat16" to compute the encoder and decoder in
       bfloat16 (variables, KL, selection and losses stay float32). It may change when a run
       resumes.
+    schedule_steps: 0, or the step at which the learning rate reaches final_learning_rate
+      when that is not train_steps: a study can stop at equal steps on the paper's
+      3,000,000-step schedule (train_steps=6000, schedule_steps=3000000). It may change
+      when a run resumes.
     unselected_kl_weight: 0 (the paper), or beta > 0 to add beta times the KL of the
       candidate cells TopKByKL did not select (`losses.unselected_kl`) to the training
       objective, pushing the KL map towards zero off the objects. MVAE only; the reported
@@ -171,6 +175,12 @@ class TrainConfig:
   kl_warmup_steps: int = 0
   precision: str = "float32"
   unselected_kl_weight: float = 0.0
+  schedule_steps: int = 0
+
+  @property
+  def learning_rate_steps(self):
+    """T of the log-linear schedule: schedule_steps, or train_steps when it is 0."""
+    return self.schedule_steps or self.train_steps
 
   def __post_init__(self):
     _require(self.precision in PRECISIONS,
@@ -196,6 +206,8 @@ class TrainConfig:
              and math.isfinite(self.unselected_kl_weight) and self.unselected_kl_weight >= 0,
              "--unselected_kl_weight must be a number >= 0; received "
              f"{self.unselected_kl_weight!r}")
+    _require(_is_int(self.schedule_steps) and self.schedule_steps >= 0,
+             f"--schedule_steps must be an integer >= 0; received {self.schedule_steps!r}")
     _require(_is_int(self.train_steps) and self.train_steps >= 1,
              f"--train_steps must be an integer >= 1; received {self.train_steps!r}")
     for name in ("learning_rate", "final_learning_rate"):
@@ -205,7 +217,7 @@ class TrainConfig:
 
 
 # Settings that may change when a run resumes: they do not change what was learnt so far.
-RESUMABLE_KEYS = frozenset({"train.train_steps", "train.precision"})
+RESUMABLE_KEYS = frozenset({"train.train_steps", "train.precision", "train.schedule_steps"})
 
 
 def to_dict(model_config, train_config):

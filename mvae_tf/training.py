@@ -200,7 +200,7 @@ class Trainer:
       self.model = model_lib.build_model(model_config, train_config.precision)
       self.learning_rate = schedule.LogLinearDecay(
           train_config.learning_rate, train_config.final_learning_rate,
-          train_config.train_steps)
+          train_config.learning_rate_steps)
       self.optimizer = keras.optimizers.Adam(self.learning_rate)
       # A Keras 3 optimizer must create its slots inside the scope, or the first
       # distributed step fails.

@@ -342,3 +342,16 @@ def test_a_malformed_config_json_names_the_file(tmp_path, content, message):
   with pytest.raises(config.ConfigError, match=message):
     training.check_model_dir(str(tmp_path), MODEL, _train_config())
   assert os.listdir(tmp_path) == ["config.json"]
+
+
+def test_schedule_steps_sets_where_the_learning_rate_reaches_its_final_value():
+  paper = training.Trainer(MODEL, _train_config(train_steps=100), _strategy("/cpu:0"))
+  assert float(paper.learning_rate(100)) == pytest.approx(1e-5)
+  # Stopping at step 100 of a 10,000-step schedule: at step 100 the rate has fallen by
+  # (1e-2) ** (100 / 10000).
+  early = training.Trainer(MODEL, _train_config(train_steps=100, schedule_steps=10_000),
+                           _strategy("/cpu:0"))
+  assert float(early.learning_rate(100)) == pytest.approx(1e-3 * 0.01 ** 0.01, rel=1e-5)
+  assert float(early.learning_rate(10_000)) == pytest.approx(1e-5)
+  with pytest.raises(config.ConfigError, match=r"--schedule_steps must be an integer >= 0"):
+    _train_config(schedule_steps=-1)
