@@ -18,6 +18,8 @@ DATASETS = ("dsprites", "multi_dsprites")
 # Keras dtype policies the model can compute in; variables are float32 in both.
 PRECISIONS = ("float32", "mixed_bfloat16")
 VAE_LATENT_DIM = 60
+# D of each MVAE object: 12-dimensional diagonal Gaussians (appendix A, "Encoder").
+MVAE_LATENT_DIM = 12
 CONFIG_FILE = "config.json"
 IMAGE_SIZE = 64
 
@@ -80,7 +82,7 @@ class ModelConfig:
   """
   model: str = "mvae"
   num_objects: int = 5
-  latent_dim: int = 12
+  latent_dim: int = MVAE_LATENT_DIM
   aggregation: str = "max"
   num_pooling: int = 4
   suppression_radius: int = 0

@@ -35,7 +35,7 @@ from mvae_tf import encoder as encoder_lib
 from mvae_tf import selection
 
 IMAGE_SHAPE = (64, 64, 3)
-MVAE_LATENT_DIM = 12
+MVAE_LATENT_DIM = config_lib.MVAE_LATENT_DIM
 
 
 def _check_images(images):

@@ -7,6 +7,10 @@ import tensorflow as tf
 class LogLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
   """lr(t) = lr_0 * (lr_T / lr_0) ** (min(t, T) / T): log-linear from lr_0 to lr_T.
 
+  Up to step T this is `keras.optimizers.schedules.ExponentialDecay(lr_0, T, lr_T / lr_0)`;
+  it differs after T, where Keras's keeps decaying and this one holds lr_T. A run trains
+  past T when `--schedule_steps` is below `--train_steps`, and the paper's floor is lr_T.
+
   Args:
     initial_learning_rate: lr_0 > 0, the rate at step 0.
     final_learning_rate: lr_T > 0, the rate from step T on.
