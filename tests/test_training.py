@@ -1,6 +1,7 @@
 """Training: 1 vs 2 replicas, learning progress, exact resume, model-directory checks."""
 
 import json
+import dataclasses
 import os
 
 import numpy as np
@@ -355,3 +356,12 @@ def test_schedule_steps_sets_where_the_learning_rate_reaches_its_final_value():
   assert float(early.learning_rate(10_000)) == pytest.approx(1e-5)
   with pytest.raises(config.ConfigError, match=r"--schedule_steps must be an integer >= 0"):
     _train_config(schedule_steps=-1)
+
+
+def test_checkpoint_every_steps_saves_at_those_steps_and_the_end(tmp_path):
+  model_dir = str(tmp_path / "run")
+  options = dataclasses.replace(QUIET, checkpoint_every_steps=2, max_checkpoints=5)
+  training.train(MODEL, _train_config(train_steps=5), model_dir, _strategy("/cpu:0"),
+                 options, log=lambda _: None)
+  saved = sorted(n for n in os.listdir(model_dir) if n.endswith(".index"))
+  assert saved == ["ckpt-2.index", "ckpt-4.index", "ckpt-5.index"]
