@@ -18,6 +18,7 @@ import json
 import os
 
 from mvae_tf.config import ConfigError
+from mvae_tf.config import is_int
 
 ENV_VAR = "TF_CONFIG"
 JOBS = ("chief", "worker")
@@ -98,8 +99,7 @@ def read_cluster(environ=None):
   if task_type not in jobs:
     raise _fail(f"has task.type={task_type!r}, which is not a job of the cluster "
                 f"({', '.join(jobs)})")
-  if not isinstance(task_index, int) or isinstance(task_index, bool) or not (
-      0 <= task_index < len(jobs[task_type])):
+  if not is_int(task_index) or not 0 <= task_index < len(jobs[task_type]):
     raise _fail(f"has task.index={task_index!r}; cluster.{task_type} has "
                 f"{len(jobs[task_type])} address(es), so it must be 0 to "
                 f"{len(jobs[task_type]) - 1}")

@@ -25,7 +25,7 @@ IMAGE_SIZE = 64
 
 
 def check_int(name, value, minimum):
-  if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+  if not is_int(value) or value < minimum:
     raise ValueError(
         f"Invalid value received for argument `{name}`. Expected an integer >= {minimum}. "
         f"Received: {name}={value!r}")
@@ -60,7 +60,7 @@ def _require(condition, message):
     raise ConfigError(message)
 
 
-def _is_int(value):
+def is_int(value):
   return isinstance(value, int) and not isinstance(value, bool)
 
 
@@ -94,16 +94,16 @@ class ModelConfig:
     _require(self.aggregation in AGGREGATIONS,
              f"--aggregation must be one of {', '.join(AGGREGATIONS)}; "
              f"received {self.aggregation!r}")
-    _require(_is_int(self.num_pooling) and 1 <= self.num_pooling <= 4,
+    _require(is_int(self.num_pooling) and 1 <= self.num_pooling <= 4,
              f"--num_pooling must be an integer from 1 to 4; received {self.num_pooling!r}")
-    _require(_is_int(self.latent_dim) and self.latent_dim >= 1,
+    _require(is_int(self.latent_dim) and self.latent_dim >= 1,
              f"--latent_dim must be an integer >= 1; received {self.latent_dim!r}")
-    _require(_is_int(self.num_objects) and self.num_objects >= 1,
+    _require(is_int(self.num_objects) and self.num_objects >= 1,
              f"--num_objects must be an integer >= 1; received {self.num_objects!r}")
-    _require(_is_int(self.suppression_radius) and self.suppression_radius >= 0,
+    _require(is_int(self.suppression_radius) and self.suppression_radius >= 0,
              "--suppression_radius must be an integer >= 0; received "
              f"{self.suppression_radius!r}")
-    _require(_is_int(self.decoder_width) and self.decoder_width >= 1,
+    _require(is_int(self.decoder_width) and self.decoder_width >= 1,
              f"--decoder_width must be an integer >= 1; received {self.decoder_width!r}")
     if self.model == "vae":
       _require(self.suppression_radius == 0,
@@ -201,16 +201,16 @@ class TrainConfig:
     else:
       _require(not self.data_path and not self.variant,
                "--data_path and --variant apply only to --dataset=multi_dsprites")
-    _require(_is_int(self.kl_warmup_steps) and self.kl_warmup_steps >= 0,
+    _require(is_int(self.kl_warmup_steps) and self.kl_warmup_steps >= 0,
              f"--kl_warmup_steps must be an integer >= 0; received {self.kl_warmup_steps!r}")
     _require(isinstance(self.unselected_kl_weight, (int, float))
              and not isinstance(self.unselected_kl_weight, bool)
              and math.isfinite(self.unselected_kl_weight) and self.unselected_kl_weight >= 0,
              "--unselected_kl_weight must be a number >= 0; received "
              f"{self.unselected_kl_weight!r}")
-    _require(_is_int(self.schedule_steps) and self.schedule_steps >= 0,
+    _require(is_int(self.schedule_steps) and self.schedule_steps >= 0,
              f"--schedule_steps must be an integer >= 0; received {self.schedule_steps!r}")
-    _require(_is_int(self.train_steps) and self.train_steps >= 1,
+    _require(is_int(self.train_steps) and self.train_steps >= 1,
              f"--train_steps must be an integer >= 1; received {self.train_steps!r}")
     for name in ("learning_rate", "final_learning_rate"):
       value = getattr(self, name)

@@ -44,6 +44,7 @@ import keras
 import tensorflow as tf
 
 from mvae_tf import checkpoints
+from mvae_tf import config as config_lib
 from mvae_tf import model as model_lib
 
 SIGNATURES = ("encode", "decode", "reconstruct", "serving_default", "metadata")
@@ -154,8 +155,7 @@ def export(model_dir, export_dir, version=None, overwrite=False):
     ExportError, checkpoints.CheckpointError, config.ConfigError: with one clear message;
       nothing is left in `export_dir` but what was there before.
   """
-  if version is not None and (isinstance(version, bool) or not isinstance(version, int)
-                              or version < 0):
+  if version is not None and not (config_lib.is_int(version) and version >= 0):
     raise ExportError(f"--version must be an integer >= 0; received {version!r}")
   model, _, train_config, step = checkpoints.restore_model(model_dir)
   version = step if version is None else version

@@ -20,6 +20,7 @@ import keras
 import tensorflow as tf
 
 from mvae_tf import encoder
+from mvae_tf.config import check_int
 
 
 class TopKByKL(keras.layers.Layer):
@@ -45,11 +46,8 @@ class TopKByKL(keras.layers.Layer):
 
   def __init__(self, num_objects, suppression_radius=0, **kwargs):
     super().__init__(**kwargs)
-    for name, value, minimum in (("num_objects", num_objects, 1),
-                                 ("suppression_radius", suppression_radius, 0)):
-      if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"Invalid value received for argument `{name}`. Expected an "
-                         f"integer >= {minimum}. Received: {name}={value!r}")
+    check_int("num_objects", num_objects, 1)
+    check_int("suppression_radius", suppression_radius, 0)
     self.num_objects = num_objects
     self.suppression_radius = suppression_radius
 
