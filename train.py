@@ -53,8 +53,9 @@ flags.DEFINE_integer("suppression_radius", _MODEL_DEFAULTS.suppression_radius,
 flags.DEFINE_integer("decoder_width", _MODEL_DEFAULTS.decoder_width,
                      "Multiplies the channels of g's and h's convolutions (1: 16; 32, 16).")
 flags.DEFINE_integer("kl_warmup_steps", _TRAIN_DEFAULTS.kl_warmup_steps,
-                     "0 (the paper), or W: the KL term's weight in the objective rises "
-                     "linearly from 1/W to 1 over the first W steps.")
+                     "W: the KL term's weight in the objective rises linearly from 1/W to "
+                     "1 over the first W steps (won the README's study); 0: the paper's "
+                     "objective.")
 flags.DEFINE_float("unselected_kl_weight", _TRAIN_DEFAULTS.unselected_kl_weight,
                    "0 (the paper), or beta: add beta times the KL of the candidate cells "
                    "that were not selected to the training objective (MVAE only).")

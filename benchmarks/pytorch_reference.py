@@ -129,6 +129,10 @@ def main():
   result = {"torch": torch.__version__, "threads": args.threads, "batch": args.batch,
             "machine": machine.cpu_facts(),
             "mkldnn": torch.backends.mkldnn.is_available(),
+            # The vector ISA ATen's kernels use (ATEN_CPU_CAPABILITY lowers it), and
+            # oneDNN's limit (ONEDNN_MAX_CPU_ISA), to emulate an older CPU.
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA", "(all)"),
             "images_per_sec": {str(n): images_per_second(n, args.batch)
                                for n in args.sprites}}
   print(json.dumps(result, indent=2))

@@ -293,7 +293,7 @@ def test_the_unselected_cells_kl_is_penalised_in_the_gradient_only():
     ranked = tf.sort(flat, axis=-1, direction="DESCENDING")  # [B, H*W]
     left_out = tf.reduce_sum(ranked[:, MODEL.num_objects:], axis=-1)  # [B]
     return terms["nll"] + terms["kl"] + 0.5 * left_out
-  _first_step_matches(_train_config(unselected_kl_weight=0.5), objective)
+  _first_step_matches(_train_config(unselected_kl_weight=0.5, kl_warmup_steps=0), objective)
 
 
 def test_the_unselected_kl_weight_is_checked():
@@ -365,3 +365,13 @@ def test_checkpoint_every_steps_saves_at_those_steps_and_the_end(tmp_path):
                  options, log=lambda _: None)
   saved = sorted(n for n in os.listdir(model_dir) if n.endswith(".index"))
   assert saved == ["ckpt-2.index", "ckpt-4.index", "ckpt-5.index"]
+
+
+def test_a_config_json_from_before_the_warmup_default_reads_as_the_papers_objective(
+    tmp_path):
+  assert config.TrainConfig().kl_warmup_steps == 2000  # The default the study chose.
+  saved = config.to_dict(MODEL, _train_config())
+  del saved["train"]["kl_warmup_steps"]  # As written before the setting existed.
+  config.write_json_atomic(config.config_path(str(tmp_path)), saved)
+  _, train_config = config.read_run_config(str(tmp_path))
+  assert train_config.kl_warmup_steps == 0
