@@ -535,7 +535,10 @@ class _CheckpointWriter:
         checkpoint_number=step)
     for name in os.listdir(self._scratch):
       path = os.path.join(self._scratch, name)
-      shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+      if os.path.isdir(path):
+        shutil.rmtree(path)
+      else:
+        os.remove(path)
 
   def close(self):
     if self._scratch:
@@ -581,7 +584,7 @@ def train(model_config, train_config, model_dir, strategy=None, options=LoopOpti
   if multi_worker and options.checkpoint_every_steps < 1:
     raise config_lib.ConfigError(
         "a multi-worker run checkpoints every --checkpoint_every_steps steps (its workers "
-        "must save at the same step); received 0")
+        f"must save at the same step); received {options.checkpoint_every_steps}")
   if train_config.dataset == "multi_dsprites":
     multi_dsprites.check_file(train_config.data_path, train_config.variant)
   chief = strategy.extended.should_checkpoint
