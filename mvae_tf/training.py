@@ -80,14 +80,13 @@ def check_replicas(train_config, strategy):
         f"received {train_config.batch_size}")
 
 
-def add_noise(batch, batch_index, num_objects, latent_dim, seed, batch_size=None, rows=None):
+def add_noise(batch, batch_index, num_objects, latent_dim, seed, batch_size, rows=None):
   """Adds `noise`, the eps [B, N, D] of z = mu + sigma * eps, drawn from (seed, batch index).
 
-  With `rows` = (start, size) of a global batch of `batch_size`, the noise is those rows of
-  the whole batch's noise, so a worker's share is the same as in a one-worker run.
+  The noise of the global batch of `batch_size` is drawn; with `rows` = (start, size) the
+  batch holds only those rows, and gets those rows of it, so a worker's share is the same
+  as in a one-worker run.
   """
-  if rows is None:
-    batch_size = tf.shape(batch["image"])[0]
   key = tf.random.experimental.stateless_fold_in(
       tf.stack([tf.cast(seed, tf.int64), batch_index]), 1)
   noise = tf.random.stateless_normal([batch_size, num_objects, latent_dim], seed=key)
@@ -506,8 +505,8 @@ class _CheckpointWriter:
   """Saves checkpoints: the chief into the model directory, other workers to a scratch one.
 
   In a multi-worker run every worker must take part in each save (TF's guide to
-  MultiWorkerMirroredStrategy); the non-chief workers write to a temporary directory of
-  their own, which is deleted after each save, so that only the chief's checkpoint is kept.
+  MultiWorkerMirroredStrategy); a non-chief worker writes to a temporary directory that is
+  deleted right after, so that only the chief's checkpoint is kept.
   """
 
   def __init__(self, trainer, model_dir, model_config, train_config, options, chief):
@@ -515,13 +514,9 @@ class _CheckpointWriter:
     self.model_dir = model_dir
     self.chief = chief
     self._configs = (model_config, train_config)
-    if chief:
-      self.manager = tf.train.CheckpointManager(trainer.checkpoint, model_dir,
-                                                max_to_keep=options.max_checkpoints)
-      self._scratch = None
-    else:
-      self.manager = None
-      self._scratch = tempfile.mkdtemp(prefix="mvae-worker-checkpoint-")
+    self.manager = (tf.train.CheckpointManager(trainer.checkpoint, model_dir,
+                                               max_to_keep=options.max_checkpoints)
+                    if chief else None)
 
   @property
   def latest(self):
@@ -531,18 +526,12 @@ class _CheckpointWriter:
     if self.chief:
       _save(self.manager, self.trainer, step, self.model_dir, *self._configs)
       return
-    tf.train.CheckpointManager(self.trainer.checkpoint, self._scratch, max_to_keep=1).save(
-        checkpoint_number=step)
-    for name in os.listdir(self._scratch):
-      path = os.path.join(self._scratch, name)
-      if os.path.isdir(path):
-        shutil.rmtree(path)
-      else:
-        os.remove(path)
-
-  def close(self):
-    if self._scratch:
-      shutil.rmtree(self._scratch, ignore_errors=True)
+    scratch = tempfile.mkdtemp(prefix="mvae-worker-checkpoint-")
+    try:
+      tf.train.CheckpointManager(self.trainer.checkpoint, scratch, max_to_keep=1).save(
+          checkpoint_number=step)
+    finally:
+      shutil.rmtree(scratch, ignore_errors=True)
 
 
 def train(model_config, train_config, model_dir, strategy=None, options=LoopOptions(),
@@ -610,9 +599,6 @@ def train(model_config, train_config, model_dir, strategy=None, options=LoopOpti
         f"({type(e).__name__}: {_cluster_error_summary(e)}). The chief's latest checkpoint "
         f"is {latest or 'in --model_dir'}; restart every worker with the same command to "
         "resume from it") from None
-  finally:
-    if checkpoints:
-      checkpoints.close()
 
 
 def _train_loop(trainer, checkpoints, options, log, dataset_transform, restore_from,
