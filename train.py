@@ -52,6 +52,9 @@ flags.DEFINE_integer("suppression_radius", _MODEL_DEFAULTS.suppression_radius,
                      "cell, skip the cells within r of it (non-maximum suppression).")
 flags.DEFINE_integer("decoder_width", _MODEL_DEFAULTS.decoder_width,
                      "Multiplies the channels of g's and h's convolutions (1: 16; 32, 16).")
+flags.DEFINE_boolean("learned_background", _MODEL_DEFAULTS.learned_background,
+                     "Pool a trained feature map with the objects, so that an object matters "
+                     "only where it rises above it (MVAE only; the paper has none).")
 flags.DEFINE_integer("kl_warmup_steps", _TRAIN_DEFAULTS.kl_warmup_steps,
                      "W: the KL term's weight in the objective rises linearly from 1/W to "
                      "1 over the first W steps (won the README's study); 0: the paper's "
@@ -139,7 +142,8 @@ def configs_from_flags():
   model_config = config_lib.ModelConfig(
       model=FLAGS.model, num_objects=num_objects, latent_dim=latent_dim,
       aggregation=FLAGS.aggregation, num_pooling=FLAGS.num_pooling,
-      suppression_radius=FLAGS.suppression_radius, decoder_width=FLAGS.decoder_width)
+      suppression_radius=FLAGS.suppression_radius, decoder_width=FLAGS.decoder_width,
+      learned_background=FLAGS.learned_background)
   for name in ("checkpoint_every_secs", "log_every_secs"):
     if getattr(FLAGS, name) <= 0:
       raise config_lib.ConfigError(f"--{name} must be > 0; received {getattr(FLAGS, name)}")

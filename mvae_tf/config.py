@@ -79,6 +79,9 @@ class ModelConfig:
       cells within r of each selected one (`selection.TopKByKL`). MVAE only.
     decoder_width: multiplies the channels of g's and h's convolutions (1: 16 for g, 32 and
       16 for h).
+    learned_background: False (the paper), or True to pool a trained feature map with the
+      objects (`decoder.Decoder`), so that an object matters only where it rises above it.
+      MVAE only.
   """
   model: str = "mvae"
   num_objects: int = 5
@@ -87,6 +90,7 @@ class ModelConfig:
   num_pooling: int = 4
   suppression_radius: int = 0
   decoder_width: int = 1
+  learned_background: bool = False
 
   def __post_init__(self):
     _require(self.model in MODELS,
@@ -105,7 +109,13 @@ class ModelConfig:
              f"{self.suppression_radius!r}")
     _require(is_int(self.decoder_width) and self.decoder_width >= 1,
              f"--decoder_width must be an integer >= 1; received {self.decoder_width!r}")
+    _require(isinstance(self.learned_background, bool),
+             "--learned_background must be true or false; received "
+             f"{self.learned_background!r}")
     if self.model == "vae":
+      _require(not self.learned_background,
+               "--learned_background does not apply to --model=vae (it decodes one latent, "
+               "with nothing to pool)")
       _require(self.suppression_radius == 0,
                "--suppression_radius does not apply to --model=vae (it selects no cells); "
                f"received {self.suppression_radius}")

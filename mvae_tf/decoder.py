@@ -9,6 +9,17 @@
   any number N >= 1 of them (which sequential decoding, section 4.1, needs).
 * h, the renderer, maps o_pool to 64x64x3 Bernoulli logits with three conv layers and one
   bilinear 2x upsampling.
+
+A learned background (an option; the paper has none). With max pooling, h only ever sees
+o_pool where some object is largest, so what g paints away from its own sprite is never
+trained for on its own: a lone object (sequential decoding, section 4.1) renders off the
+training distribution, and a second, low-KL object can learn to supply the background. With
+`learned_background`, a trained feature map b joins every pool as one more, always present
+element: o_pool = max(b, max_n o_n) (or b + sum_n o_n). An object then matters only where it
+rises above b, the empty scene is h(b), and an object decoded alone is pooled as in
+training. b starts at 0. (At -1, the floor of g's ELU output, max pooling would equal
+the paper's decoder, but b would then never receive a gradient: max passes it only where b is
+the largest element.)
 """
 
 import keras
@@ -71,14 +82,20 @@ class ObjectNetwork(keras.layers.Layer):
     return features  # [M, 32, 32, 16 * width]
 
 
-def aggregate(objects, aggregation):
-  """Symmetric pooling over the object axis: [B, N, ...] -> [B, ...]."""
+def aggregate(objects, aggregation, background=None):
+  """Symmetric pooling over the object axis: [B, N, ...] -> [B, ...].
+
+  `background`, of shape [...] (an object's shape), joins every pool as one more element.
+  """
   if aggregation == "max":
-    return tf.reduce_max(objects, axis=1)
+    pooled = tf.reduce_max(objects, axis=1)
+    return pooled if background is None else tf.maximum(pooled, background)
   if aggregation == "sum":
-    return tf.reduce_sum(objects, axis=1)
+    pooled = tf.reduce_sum(objects, axis=1)
+    return pooled if background is None else pooled + background
   raise ValueError("Invalid value received for argument `aggregation`. Expected 'max' or "
                    f"'sum'. Received: aggregation={aggregation!r}")
+
 
 
 class Renderer(keras.layers.Layer):
@@ -115,6 +132,8 @@ class Decoder(keras.layers.Layer):
     aggregation: "max" or "sum".
     width: multiplies the channels of g's and h's convolutions (1: 16 for g, 32 and 16 for
       h; the paper gives no widths).
+    learned_background: pool a trained feature map b [32, 32, C] with the objects (see the
+      module docstring); False is the paper's decoder.
     dtype: the Keras dtype policy of g and h.
 
   Call arguments:
@@ -124,17 +143,27 @@ class Decoder(keras.layers.Layer):
     [B, 64, 64, 3] logits in the compute dtype.
   """
 
-  def __init__(self, aggregation="max", width=1, **kwargs):
+  def __init__(self, aggregation="max", width=1, learned_background=False, **kwargs):
     super().__init__(**kwargs)
     aggregate(tf.zeros([1, 1]), aggregation)  # Validates `aggregation` now, not at call.
+    if not isinstance(learned_background, bool):
+      raise ValueError("Invalid value received for argument `learned_background`. Expected "
+                       f"True or False. Received: learned_background={learned_background!r}")
     self.aggregation = aggregation
     self.width = width
+    self.learned_background = learned_background
     self.object_network = ObjectNetwork(width, name="g", dtype=self.dtype_policy)
     self.renderer = Renderer(width, name="h", dtype=self.dtype_policy)
 
   def build(self, input_shape):
     self.object_network.build((None, input_shape[-1]))
-    self.renderer.build((None, 32, 32, self.width * G_FILTERS[-1]))
+    object_shape = (32, 32, self.width * G_FILTERS[-1])
+    self.renderer.build((None, *object_shape))
+    self.background = None
+    if self.learned_background:
+      self.background = self.add_weight(
+          name="background", shape=object_shape,
+          initializer="zeros")
 
   def call(self, latents):
     shape = tf.shape(latents)
@@ -143,7 +172,10 @@ class Decoder(keras.layers.Layer):
     objects = self.object_network(folded)  # [B*N, 32, 32, C]
     objects = tf.reshape(objects, [batch, num_objects, *objects.shape[1:]])
     # `objects` has shape [B, N, 32, 32, C].
-    return self.renderer(aggregate(objects, self.aggregation))  # [B, 64, 64, 3]
+    background = None if self.background is None else tf.cast(self.background, objects.dtype)
+    pooled = aggregate(objects, self.aggregation, background)  # [B, 32, 32, C]
+    return self.renderer(pooled)  # [B, 64, 64, 3]
 
   def get_config(self):
-    return {**super().get_config(), "aggregation": self.aggregation, "width": self.width}
+    return {**super().get_config(), "aggregation": self.aggregation, "width": self.width,
+            "learned_background": self.learned_background}

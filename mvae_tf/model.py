@@ -91,20 +91,22 @@ class MVAE(_LatentVariableModel):
     precision: "float32" or "mixed_bfloat16" (the encoder's and decoder's layers).
     suppression_radius: 0 (top-N, the paper) or r >= 1 (`selection.TopKByKL`).
     decoder_width: multiplies g's and h's channels.
+    learned_background: pool a trained feature map with the objects (`decoder.Decoder`).
   """
 
   def __init__(self, num_objects=5, latent_dim=MVAE_LATENT_DIM, aggregation="max",
                num_pooling=4, precision="float32", suppression_radius=0, decoder_width=1,
-               **kwargs):
+               learned_background=False, **kwargs):
     super().__init__(precision, **kwargs)
     self.config = config_lib.ModelConfig("mvae", num_objects, latent_dim, aggregation,
-                                         num_pooling, suppression_radius, decoder_width)
+                                         num_pooling, suppression_radius, decoder_width,
+                                         learned_background)
     self.encoder = encoder_lib.CandidateEncoder(latent_dim, num_pooling, name="encoder",
                                                 dtype=precision)
     self.top_k = selection.TopKByKL(num_objects, suppression_radius, name="top_k_by_kl",
                                     dtype="float32")
-    self.decoder = decoder_lib.Decoder(aggregation, decoder_width, name="decoder",
-                                       dtype=precision)
+    self.decoder = decoder_lib.Decoder(aggregation, decoder_width, learned_background,
+                                       name="decoder", dtype=precision)
 
   def build(self, input_shape=(None, *IMAGE_SHAPE)):
     self.encoder.build(input_shape)
@@ -125,7 +127,8 @@ class MVAE(_LatentVariableModel):
             "aggregation": self.config.aggregation, "num_pooling": self.config.num_pooling,
             "precision": self.precision,
             "suppression_radius": self.config.suppression_radius,
-            "decoder_width": self.config.decoder_width}
+            "decoder_width": self.config.decoder_width,
+            "learned_background": self.config.learned_background}
 
 
 class VAE(_LatentVariableModel):
@@ -177,6 +180,6 @@ def build_model(model_config, precision="float32"):
   else:
     model = MVAE(model_config.num_objects, model_config.latent_dim, model_config.aggregation,
                  model_config.num_pooling, precision, model_config.suppression_radius,
-                 model_config.decoder_width, name="mvae")
+                 model_config.decoder_width, model_config.learned_background, name="mvae")
   model.build()
   return model

@@ -66,3 +66,63 @@ def test_aggregate_known_answers():
 def test_unknown_aggregation():
   with pytest.raises(ValueError, match=r"aggregation.*Received: aggregation='mean'"):
     decoder.Decoder("mean")
+
+
+def test_aggregate_with_a_background_known_answers():
+  objects = tf.constant([[[1.0, -2.0], [3.0, 0.5]]])  # [B=1, N=2, 2]
+  background = tf.constant([2.0, 1.0])
+  np.testing.assert_array_equal(decoder.aggregate(objects, "max", background).numpy(),
+                                [[3.0, 1.0]])
+  np.testing.assert_array_equal(decoder.aggregate(objects, "sum", background).numpy(),
+                                [[6.0, -0.5]])
+
+
+def _twin_decoders(aggregation):
+  """A decoder with a learned background and one without, sharing g's and h's weights."""
+  plain = decoder.Decoder(aggregation)
+  plain.build((None, None, D))
+  with_background = decoder.Decoder(aggregation, learned_background=True)
+  with_background.build((None, None, D))
+  for source, target in ((plain.object_network, with_background.object_network),
+                         (plain.renderer, with_background.renderer)):
+    target.set_weights(source.get_weights())
+  return plain, with_background
+
+
+@pytest.mark.parametrize("aggregation, identity", [("max", -1.0), ("sum", 0.0)])
+def test_a_learned_background_at_the_poolings_identity_is_the_papers_decoder(aggregation,
+                                                                             identity):
+  plain, with_background = _twin_decoders(aggregation)
+  # One extra weight, b [32, 32, C], starting at zero.
+  extra = [w for w in with_background.weights if "background" in w.path]
+  assert len(with_background.weights) == len(plain.weights) + 1 and len(extra) == 1
+  assert tuple(extra[0].shape) == (32, 32, 16)
+  np.testing.assert_array_equal(extra[0].numpy(), 0.0)
+  # g's outputs are ELUs, >= -1: a background of -1 under max (0 under sum) changes nothing.
+  extra[0].assign(np.full((32, 32, 16), identity, np.float32))
+  latents = _latents()
+  np.testing.assert_allclose(with_background(latents).numpy(), plain(latents).numpy(),
+                             rtol=1e-5, atol=1e-5)
+
+
+def test_objects_below_a_learned_background_change_nothing():
+  _, dec = _twin_decoders("max")
+  dec.background.assign(np.full((32, 32, 16), 50.0, np.float32))  # Above any g output here.
+  empty = dec.renderer(tf.fill([B, 32, 32, 16], 50.0))  # h(b): the empty scene.
+  for num_objects in (1, 4):
+    np.testing.assert_allclose(dec(_latents(num_objects)).numpy(), empty.numpy(), atol=1e-5)
+
+
+def test_learned_background_is_order_invariant_and_takes_any_number_of_objects():
+  _, dec = _twin_decoders("max")
+  dec.background.assign(np.random.RandomState(1).randn(32, 32, 16).astype(np.float32))
+  latents = _latents()
+  np.testing.assert_allclose(dec(tf.gather(latents, [2, 0, 1], axis=1)).numpy(),
+                             dec(latents).numpy(), rtol=1e-5, atol=1e-5)
+  assert dec(_latents(1)).shape == (B, 64, 64, 3)
+
+
+def test_learned_background_must_be_a_bool():
+  with pytest.raises(ValueError, match=r"Expected True or False. Received: "
+                                       r"learned_background='yes'"):
+    decoder.Decoder("max", learned_background="yes")

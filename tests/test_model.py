@@ -71,9 +71,10 @@ def test_negative_elbo_known_answer():
   np.testing.assert_allclose(confident.numpy(), [0.0, 0.0], atol=1e-6)
 
 
-@pytest.mark.parametrize("model_config", [config.ModelConfig("mvae", N, D),
-                                          config.ModelConfig("vae", 1, 7)],
-                         ids=["mvae", "vae"])
+@pytest.mark.parametrize("model_config", [
+    config.ModelConfig("mvae", N, D), config.ModelConfig("vae", 1, 7),
+    config.ModelConfig("mvae", N, D, learned_background=True)],
+                         ids=["mvae", "vae", "mvae_learned_background"])
 def test_a_checkpoint_holds_every_variable(tmp_path, model_config):
   """tf.train.Checkpoint must reach every weight (Keras 3 lists of layers it would miss)."""
   saved = model.build_model(model_config)

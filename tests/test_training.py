@@ -304,16 +304,20 @@ def test_the_unselected_kl_weight_is_checked():
     training.Trainer(vae, _train_config(unselected_kl_weight=1.0), _strategy("/cpu:0"))
 
 
-def test_suppression_and_a_wider_decoder_train():
+def test_suppression_a_wider_decoder_and_a_learned_background_train():
   model_config = config.ModelConfig("mvae", num_objects=3, latent_dim=5, num_pooling=3,
-                                    suppression_radius=1, decoder_width=2)
+                                    suppression_radius=1, decoder_width=2,
+                                    learned_background=True)
   trainer = training.Trainer(model_config, _train_config(), _strategy("/cpu:0"))
   assert trainer.model.decoder.object_network.conv2.filters == 32
   assert trainer.model.decoder.renderer.conv1.filters == 64
   iterator = iter(trainer.distribute(training.training_dataset(model_config,
                                                                _train_config())))
+  background = trainer.model.decoder.background.numpy()
   metrics = trainer.train_step(next(iterator))
   assert np.isfinite(float(metrics["loss"])) and float(metrics["nonfinite"]) == 0
+  assert background.shape == (32, 32, 32)
+  assert np.any(trainer.model.decoder.background.numpy() != background)  # It is trained.
   images = tf.random.stateless_uniform([2, 64, 64, 3], seed=[1, 2])
   encoded = trainer.model.encode(images)
   assert encoded["loc"].shape == (2, 3, 5) and encoded["kl_map"].shape == (2, 8, 8)
@@ -324,6 +328,9 @@ def test_suppression_and_a_wider_decoder_train():
      r"--suppression_radius does not apply to --model=vae"),
     (dict(suppression_radius=-1), r"--suppression_radius must be an integer >= 0"),
     (dict(decoder_width=0), r"--decoder_width must be an integer >= 1"),
+    (dict(learned_background=1), r"--learned_background must be true or false; received 1"),
+    (dict(model="vae", num_objects=1, latent_dim=7, learned_background=True),
+     r"--learned_background does not apply to --model=vae"),
 ])
 def test_bad_model_options_are_refused(settings, message):
   with pytest.raises(config.ConfigError, match=message):
@@ -375,3 +382,12 @@ def test_a_config_json_from_before_the_warmup_default_reads_as_the_papers_object
   config.write_json_atomic(config.config_path(str(tmp_path)), saved)
   _, train_config = config.read_run_config(str(tmp_path))
   assert train_config.kl_warmup_steps == 0
+
+
+def test_a_config_json_from_before_the_learned_background_reads_as_without_it(tmp_path):
+  saved = config.to_dict(MODEL, _train_config())
+  del saved["model"]["learned_background"]  # As written before the setting existed.
+  config.write_json_atomic(config.config_path(str(tmp_path)), saved)
+  model_config, _ = config.read_run_config(str(tmp_path))
+  assert model_config.learned_background is False
+  training.check_model_dir(str(tmp_path), MODEL, _train_config())  # Resumes: no difference.
