@@ -353,25 +353,34 @@ def test_readme_python_examples_run(mvae_run):
     assert result.returncode == 0, (block, result.stderr[-2000:])
 
 
-def test_the_shipped_pretrained_model_loads_and_counts_in_the_c_loader():
-  base = os.path.join(ROOT, "pretrained", "mvae_3sprites")
+# (name, num_sprites, N, smallest accuracy on these 64 scenes). Guessing the most likely
+# count scores 3/8 at 0-3 sprites and 70/256 at 0-8 (each sprite present with probability
+# 0.5); on these 64 scenes the best constant guess scores 0.375 at 8 sprites. Measured: the
+# 8-sprite model counts 0.53 of them (41.8% on the 12,800 test scenes).
+SHIPPED_MODELS = [("mvae_3sprites", 3, 5, 0.5), ("mvae_8sprites", 8, 10, 0.4)]
+
+
+@pytest.mark.parametrize("name, num_sprites, num_objects, min_accuracy", SHIPPED_MODELS)
+def test_the_shipped_pretrained_model_loads_and_counts_in_the_c_loader(
+    name, num_sprites, num_objects, min_accuracy):
+  base = os.path.join(ROOT, "pretrained", name)
   versions = [v for v in os.listdir(base) if v.isdigit()]
   assert len(versions) == 1
   c_model = c_saved_model.CSavedModel(os.path.join(base, versions[0]))
   try:
     meta = c_model.run("metadata", {})
     assert (int(meta["num_objects"]), int(meta["latent_dim"]), int(meta["grid_size"]),
-            str(int(meta["step"]))) == (5, 12, 4, versions[0])
+            str(int(meta["step"]))) == (num_objects, 12, 4, versions[0])
     from mvae_tf import data
-    batch = next(iter(data.make_dataset(3, 64, seed=77)))
+    batch = next(iter(data.make_dataset(num_sprites, 64, seed=77)))
     kl_map = c_model.run("encode", {"images": batch["image"].numpy()})["kl_map"]
   finally:
     c_model.close()
-  with open(os.path.join(ROOT, "pretrained", "mvae_3sprites_eval", "metrics.json")) as f:
+  with open(os.path.join(ROOT, "pretrained", name + "_eval", "metrics.json")) as f:
     threshold = json.load(f)["object_counting"]["threshold"]
   predicted = (kl_map.reshape(64, -1) > threshold).sum(axis=1)
-  # 64 scenes: the shipped model counts well above chance (about 25% for 0-3 sprites).
-  assert np.mean(predicted == batch["count"].numpy()) > 0.5
+  # The shipped models count well above chance on these 64 scenes.
+  assert np.mean(predicted == batch["count"].numpy()) > min_accuracy
 
 
 def _numeric_snapshot(export_dir):
