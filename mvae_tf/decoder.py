@@ -97,7 +97,6 @@ def aggregate(objects, aggregation, background=None):
                    f"'sum'. Received: aggregation={aggregation!r}")
 
 
-
 class Renderer(keras.layers.Layer):
   """h: pooled features to Bernoulli logits, [B, 32, 32, C] -> [B, 64, 64, 3]."""
 
@@ -161,9 +160,8 @@ class Decoder(keras.layers.Layer):
     self.renderer.build((None, *object_shape))
     self.background = None
     if self.learned_background:
-      self.background = self.add_weight(
-          name="background", shape=object_shape,
-          initializer="zeros")
+      self.background = self.add_weight(name="background", shape=object_shape,
+                                        initializer="zeros")
 
   def call(self, latents):
     shape = tf.shape(latents)
