@@ -55,6 +55,10 @@ flags.DEFINE_integer("decoder_width", _MODEL_DEFAULTS.decoder_width,
 flags.DEFINE_boolean("learned_background", _MODEL_DEFAULTS.learned_background,
                      "Pool a trained feature map with the objects, so that an object matters "
                      "only where it rises above it (MVAE only; the paper has none).")
+flags.DEFINE_boolean("position_in_cell", _MODEL_DEFAULTS.position_in_cell,
+                     "Make each object's first two latent dimensions its position, predicted "
+                     "from its cell's centre and applied by the decoder as a translation "
+                     "(MVAE only; not in the paper).")
 flags.DEFINE_integer("kl_warmup_steps", _TRAIN_DEFAULTS.kl_warmup_steps,
                      "W: the KL term's weight in the objective rises linearly from 1/W to "
                      "1 over the first W steps (won the README's study); 0: the paper's "
@@ -143,7 +147,7 @@ def configs_from_flags():
       model=FLAGS.model, num_objects=num_objects, latent_dim=latent_dim,
       aggregation=FLAGS.aggregation, num_pooling=FLAGS.num_pooling,
       suppression_radius=FLAGS.suppression_radius, decoder_width=FLAGS.decoder_width,
-      learned_background=FLAGS.learned_background)
+      learned_background=FLAGS.learned_background, position_in_cell=FLAGS.position_in_cell)
   for name in ("checkpoint_every_secs", "log_every_secs"):
     if getattr(FLAGS, name) <= 0:
       raise config_lib.ConfigError(f"--{name} must be > 0; received {getattr(FLAGS, name)}")

@@ -82,6 +82,10 @@ class ModelConfig:
     learned_background: False (the paper), or True to pool a trained feature map with the
       objects (`decoder.Decoder`), so that an object matters only where it rises above it.
       MVAE only.
+    position_in_cell: False (the paper), or True to make each object's first two latent
+      dimensions its image position, predicted as an offset from its cell's centre and
+      applied by the decoder as a translation of g's map (`decoder.Decoder`). MVAE only;
+      needs latent_dim >= 3.
   """
   model: str = "mvae"
   num_objects: int = 5
@@ -91,6 +95,7 @@ class ModelConfig:
   suppression_radius: int = 0
   decoder_width: int = 1
   learned_background: bool = False
+  position_in_cell: bool = False
 
   def __post_init__(self):
     _require(self.model in MODELS,
@@ -112,7 +117,11 @@ class ModelConfig:
     _require(isinstance(self.learned_background, bool),
              "--learned_background must be true or false; received "
              f"{self.learned_background!r}")
+    _require(isinstance(self.position_in_cell, bool),
+             f"--position_in_cell must be true or false; received {self.position_in_cell!r}")
     if self.model == "vae":
+      _require(not self.position_in_cell,
+               "--position_in_cell does not apply to --model=vae (it has no cells)")
       _require(not self.learned_background,
                "--learned_background does not apply to --model=vae (it decodes one latent, "
                "with nothing to pool)")
@@ -124,6 +133,9 @@ class ModelConfig:
       _require(self.aggregation == "max",
                "--aggregation does not apply to --model=vae (it decodes one latent, with "
                f"nothing to pool); received {self.aggregation!r}")
+    _require(not self.position_in_cell or self.latent_dim >= 3,
+             "--position_in_cell needs --latent_dim >= 3 (two dimensions of position and at "
+             f"least one of appearance); received {self.latent_dim}")
     _require(self.num_objects <= self.num_candidates,
              f"--num_objects must be at most the number of candidates, {self.grid_size}x"
              f"{self.grid_size}={self.num_candidates} for --num_pooling={self.num_pooling}; "

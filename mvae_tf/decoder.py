@@ -20,17 +20,27 @@ rises above b, the empty scene is h(b), and an object decoded alone is pooled as
 training. b starts at 0. (At -1, the floor of g's ELU output, max pooling would equal
 the paper's decoder, but b would then never receive a gradient: max passes it only where b is
 the largest element.)
+
+Position in the cell (an option; the paper has none). With `position_in_cell`, an object's
+first two latent dimensions are its position p = (p_y, p_x) in the image, and g sees only
+the rest: o_n = T(p_n) g(z_n[2:]), where T(p) translates g's canonical map so that its
+centre lands on p (`translation.py`). Where an object is, is then one explicit, exactly
+equivariant pair of numbers, rather than something g's dense layers must learn to paint;
+the encoder anchors p at the candidate's cell centre (`encoder.anchor_positions`).
 """
 
 import keras
 import tensorflow as tf
 
+from mvae_tf import translation
 from mvae_tf import upsampling
 
 G_DENSE_UNITS = (256, 8 * 8 * 16)
 G_RESHAPE = (8, 8, 16)
 G_FILTERS = (16, 16)
 H_FILTERS = (32, 16)
+# With `position_in_cell`, the latent dimensions that hold an object's (y, x) position.
+POSITION_DIMS = 2
 
 
 class ObjectNetwork(keras.layers.Layer):
@@ -133,29 +143,41 @@ class Decoder(keras.layers.Layer):
       h; the paper gives no widths).
     learned_background: pool a trained feature map b [32, 32, C] with the objects (see the
       module docstring); False is the paper's decoder.
+    position_in_cell: read each latent's first two dimensions as the object's position and
+      translate g's map of the others there (see the module docstring); False is the paper's.
     dtype: the Keras dtype policy of g and h.
 
   Call arguments:
-    latents: float32 [B, N, D] for any N >= 1.
+    latents: float32 [B, N, D] for any N >= 1 (D >= 3 with `position_in_cell`).
 
   Returns:
     [B, 64, 64, 3] logits in the compute dtype.
   """
 
-  def __init__(self, aggregation="max", width=1, learned_background=False, **kwargs):
+  def __init__(self, aggregation="max", width=1, learned_background=False,
+               position_in_cell=False, **kwargs):
     super().__init__(**kwargs)
     aggregate(tf.zeros([1, 1]), aggregation)  # Validates `aggregation` now, not at call.
-    if not isinstance(learned_background, bool):
-      raise ValueError("Invalid value received for argument `learned_background`. Expected "
-                       f"True or False. Received: learned_background={learned_background!r}")
+    for name, value in (("learned_background", learned_background),
+                        ("position_in_cell", position_in_cell)):
+      if not isinstance(value, bool):
+        raise ValueError(f"Invalid value received for argument `{name}`. Expected True or "
+                         f"False. Received: {name}={value!r}")
     self.aggregation = aggregation
     self.width = width
     self.learned_background = learned_background
+    self.position_in_cell = position_in_cell
     self.object_network = ObjectNetwork(width, name="g", dtype=self.dtype_policy)
     self.renderer = Renderer(width, name="h", dtype=self.dtype_policy)
 
   def build(self, input_shape):
-    self.object_network.build((None, input_shape[-1]))
+    latent_dim = input_shape[-1]
+    if self.position_in_cell:
+      if latent_dim is None or latent_dim <= POSITION_DIMS:
+        raise ValueError(f"position_in_cell needs latents of more than {POSITION_DIMS} "
+                         f"dimensions (a position and an appearance). Received: {input_shape}")
+      latent_dim -= POSITION_DIMS
+    self.object_network.build((None, latent_dim))
     object_shape = (32, 32, self.width * G_FILTERS[-1])
     self.renderer.build((None, *object_shape))
     self.background = None
@@ -167,7 +189,12 @@ class Decoder(keras.layers.Layer):
     shape = tf.shape(latents)
     batch, num_objects = shape[0], shape[1]
     folded = tf.reshape(latents, [batch * num_objects, latents.shape[-1]])  # [B*N, D]
-    objects = self.object_network(folded)  # [B*N, 32, 32, C]
+    if self.position_in_cell:
+      positions = folded[:, :POSITION_DIMS]  # [B*N, 2]
+      objects = self.object_network(folded[:, POSITION_DIMS:])  # [B*N, 32, 32, C], centred
+      objects = translation.translate(objects, positions)  # [B*N, 32, 32, C]
+    else:
+      objects = self.object_network(folded)  # [B*N, 32, 32, C]
     objects = tf.reshape(objects, [batch, num_objects, *objects.shape[1:]])
     # `objects` has shape [B, N, 32, 32, C].
     background = None if self.background is None else tf.cast(self.background, objects.dtype)
@@ -176,4 +203,5 @@ class Decoder(keras.layers.Layer):
 
   def get_config(self):
     return {**super().get_config(), "aggregation": self.aggregation, "width": self.width,
-            "learned_background": self.learned_background}
+            "learned_background": self.learned_background,
+            "position_in_cell": self.position_in_cell}

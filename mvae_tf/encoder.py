@@ -12,6 +12,11 @@ Every cell's KL divergence against the prior p(z) = N(0, I) is analytic:
 
 and the map of these values over the grid, `kl_map` [B, H, W], is what maximal-information
 attention ranks (section 2.1) and what object counting thresholds (section 4.3).
+
+With `position_in_cell` (an option, not the paper's) the first two latent dimensions are the
+object's image position, and the encoder predicts them as an offset from its cell's centre:
+mu_s[:2] = c_s + conv6(...)[:2] (`anchor_positions`), so that a candidate's default guess is
+an object in its own cell, and a sprite on a cell border is one cell's small offset away.
 """
 
 import keras
@@ -34,6 +39,32 @@ def relative_coordinates(height, width):
     return tf.math.divide_no_nan(2.0 * tf.range(n), n - 1.0) - tf.cast(n > 1, tf.float32)
   ys, xs = tf.meshgrid(axis(height), axis(width), indexing="ij")  # [H, W] each
   return tf.stack([ys, xs], axis=-1)  # [H, W, 2]
+
+
+def cell_centres(height, width):
+  """Image coordinates (y, x) of an H x W grid's cell centres, (2i + 1) / H - 1: [H, W, 2].
+
+  The image's edges are at -1 and +1 (the convention of `translation.translate`).
+  """
+  def axis(n):
+    return (2.0 * tf.range(n, dtype=tf.float32) + 1.0) / tf.cast(n, tf.float32) - 1.0
+  ys, xs = tf.meshgrid(axis(height), axis(width), indexing="ij")  # [H, W] each
+  return tf.stack([ys, xs], axis=-1)  # [H, W, 2]
+
+
+def anchor_positions(loc):
+  """Adds each cell's centre to the first two dimensions of its posterior mean.
+
+  Args:
+    loc: float32 [B, H, W, D], D >= 3: the offsets the network predicts, then appearance.
+
+  Returns:
+    float32 [B, H, W, D]: the means, whose first two dimensions are image positions.
+  """
+  shape = tf.shape(loc)
+  centres = cell_centres(shape[1], shape[2])  # [H, W, 2]
+  appearance = tf.zeros([shape[1], shape[2], shape[3] - 2], loc.dtype)  # [H, W, D - 2]
+  return loc + tf.concat([tf.cast(centres, loc.dtype), appearance], axis=-1)[None]
 
 
 def split_params(params):

@@ -92,21 +92,24 @@ class MVAE(_LatentVariableModel):
     suppression_radius: 0 (top-N, the paper) or r >= 1 (`selection.TopKByKL`).
     decoder_width: multiplies g's and h's channels.
     learned_background: pool a trained feature map with the objects (`decoder.Decoder`).
+    position_in_cell: the first two latent dimensions are the object's position, predicted
+      from its cell's centre (`encoder.anchor_positions`) and applied by the decoder as a
+      translation (`decoder.Decoder`).
   """
 
   def __init__(self, num_objects=5, latent_dim=MVAE_LATENT_DIM, aggregation="max",
                num_pooling=4, precision="float32", suppression_radius=0, decoder_width=1,
-               learned_background=False, **kwargs):
+               learned_background=False, position_in_cell=False, **kwargs):
     super().__init__(precision, **kwargs)
     self.config = config_lib.ModelConfig("mvae", num_objects, latent_dim, aggregation,
                                          num_pooling, suppression_radius, decoder_width,
-                                         learned_background)
+                                         learned_background, position_in_cell)
     self.encoder = encoder_lib.CandidateEncoder(latent_dim, num_pooling, name="encoder",
                                                 dtype=precision)
     self.top_k = selection.TopKByKL(num_objects, suppression_radius, name="top_k_by_kl",
                                     dtype="float32")
     self.decoder = decoder_lib.Decoder(aggregation, decoder_width, learned_background,
-                                       name="decoder", dtype=precision)
+                                       position_in_cell, name="decoder", dtype=precision)
 
   def build(self, input_shape=(None, *IMAGE_SHAPE)):
     self.encoder.build(input_shape)
@@ -117,6 +120,8 @@ class MVAE(_LatentVariableModel):
     _check_images(images)
     params = tf.cast(self.encoder(images), tf.float32)  # [B, H, W, 2 * D]
     loc, scale = encoder_lib.split_params(params)  # [B, H, W, D] each
+    if self.config.position_in_cell:
+      loc = encoder_lib.anchor_positions(loc)  # [B, H, W, D]
     kl_map = encoder_lib.kl_to_prior(loc, scale)  # [B, H, W]
     selected = self.top_k(loc, scale, kl_map)
     del selected["indices"]
@@ -128,7 +133,8 @@ class MVAE(_LatentVariableModel):
             "precision": self.precision,
             "suppression_radius": self.config.suppression_radius,
             "decoder_width": self.config.decoder_width,
-            "learned_background": self.config.learned_background}
+            "learned_background": self.config.learned_background,
+            "position_in_cell": self.config.position_in_cell}
 
 
 class VAE(_LatentVariableModel):
@@ -180,6 +186,7 @@ def build_model(model_config, precision="float32"):
   else:
     model = MVAE(model_config.num_objects, model_config.latent_dim, model_config.aggregation,
                  model_config.num_pooling, precision, model_config.suppression_radius,
-                 model_config.decoder_width, model_config.learned_background, name="mvae")
+                 model_config.decoder_width, model_config.learned_background,
+                 model_config.position_in_cell, name="mvae")
   model.build()
   return model

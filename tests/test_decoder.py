@@ -126,3 +126,59 @@ def test_learned_background_must_be_a_bool():
   with pytest.raises(ValueError, match=r"Expected True or False. Received: "
                                        r"learned_background='yes'"):
     decoder.Decoder("max", learned_background="yes")
+
+
+def _positioned_decoder(latent_dim=D):
+  dec = decoder.Decoder("max", position_in_cell=True)
+  dec.build((None, None, latent_dim))
+  return dec
+
+
+def test_position_in_cell_leaves_the_position_out_of_g():
+  dec = _positioned_decoder()
+  assert dec.object_network.dense1.kernel.shape == (D - 2, 256)
+  assert dec(_latents()).shape == (B, 64, 64, 3)
+  assert dec(_latents(1)).shape == (B, 64, 64, 3)
+
+
+def test_position_in_cell_is_order_invariant():
+  dec = _positioned_decoder()
+  latents = _latents()
+  np.testing.assert_allclose(dec(tf.gather(latents, [1, 2, 0], axis=1)).numpy(),
+                             dec(latents).numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_moving_the_position_moves_the_decoded_object():
+  """One object moved by one pixel of g's 32x32 map is the same image moved by 2 pixels."""
+  dec = _positioned_decoder()
+  appearance = _latents(1)[..., 2:]  # [B, 1, D - 2]
+  positions = tf.constant([[[0.05, -0.1]], [[-0.2, 0.15]]])  # [B, 1, 2], near the middle
+  latents = tf.concat([positions, appearance], axis=-1)  # [B, 1, D]
+  step = tf.constant([2.0 / 32, -4.0 / 32] + [0.0] * (D - 2))  # (1, -2) pixels at 32x32
+  here = dec(latents).numpy()
+  there = dec(latents + step).numpy()
+  # Away from the edges, where h's padding and the clamped border differ:
+  np.testing.assert_allclose(there[:, 10:54, 6:50], here[:, 8:52, 10:54], rtol=1e-4,
+                             atol=1e-4)
+  assert np.abs(there - here).max() > 1e-2  # It moved.
+
+
+@pytest.mark.parametrize("latent_dim", [1, 2])
+def test_position_in_cell_needs_an_appearance(latent_dim):
+  with pytest.raises(ValueError, match=r"position_in_cell needs latents of more than 2"):
+    _positioned_decoder(latent_dim)
+
+
+def test_position_in_cell_must_be_a_bool():
+  with pytest.raises(ValueError, match=r"Expected True or False. Received: "
+                                       r"position_in_cell=1"):
+    decoder.Decoder("max", position_in_cell=1)
+
+
+def test_the_image_has_a_gradient_with_respect_to_the_position():
+  dec = _positioned_decoder()
+  latents = tf.Variable(_latents(2) * tf.constant([0.2, 0.2] + [1.0] * (D - 2)))
+  with tf.GradientTape() as tape:
+    loss = tf.reduce_sum(tf.square(dec(latents)))
+  gradient = tape.gradient(loss, latents).numpy()  # [B, 2, D]
+  assert np.all(np.abs(gradient[..., :2]) > 0)

@@ -57,3 +57,19 @@ def test_coordinates_reach_the_candidates():
   layer = encoder.CandidateEncoder(D, 3)
   params = layer(tf.zeros([1, 64, 64, 3])).numpy()
   assert not np.allclose(params[0, 0, 0], params[0, 4, 4])
+
+
+def test_cell_centres():
+  centres = encoder.cell_centres(4, 2).numpy()
+  assert centres.shape == (4, 2, 2)
+  np.testing.assert_allclose(centres[:, 0, 0], [-0.75, -0.25, 0.25, 0.75])
+  np.testing.assert_allclose(centres[0, :, 1], [-0.5, 0.5])
+
+
+def test_anchor_positions_adds_the_cell_centre_to_the_first_two_dimensions():
+  loc = tf.random.stateless_normal([2, 4, 2, 5], seed=[3, 4])
+  anchored = encoder.anchor_positions(loc).numpy()
+  np.testing.assert_allclose(anchored[..., :2] - loc.numpy()[..., :2],
+                             np.broadcast_to(encoder.cell_centres(4, 2).numpy(), (2, 4, 2, 2)),
+                             atol=1e-6)
+  np.testing.assert_array_equal(anchored[..., 2:], loc.numpy()[..., 2:])

@@ -38,6 +38,22 @@ def test_without_noise_decodes_the_posterior_means():
                              rtol=1e-5, atol=1e-5)
 
 
+def test_position_in_cell_posteriors_start_at_their_cells_centre():
+  """With the last conv at zero, every mean is its cell's centre and nothing else: the KL
+  map is 1/2 |c|^2, the four corner cells are picked, and the latent's position is where
+  the cell is."""
+  mvae = model.build_model(config.ModelConfig("mvae", 4, D, position_in_cell=True))
+  for weight in mvae.encoder.params.weights:
+    weight.assign(tf.zeros_like(weight))
+  out = mvae.encode(_images())
+  centres = out["coords"].numpy() * 3 / 4  # A 4x4 grid's corners are at +-1, centres +-0.75.
+  np.testing.assert_allclose(np.abs(centres), 0.75)
+  np.testing.assert_allclose(out["loc"].numpy()[..., :2], centres, atol=1e-6)
+  np.testing.assert_array_equal(out["loc"].numpy()[..., 2:], 0.0)
+  np.testing.assert_allclose(out["kl"].numpy(), 0.5 * 2 * 0.75**2, rtol=1e-5)
+  assert mvae(_images())["logits"].shape == (B, 64, 64, 3)
+
+
 def test_vae_presents_one_object():
   vae = model.build_model(config.ModelConfig("vae", 1, 7))
   out = vae(_images(), noise=tf.zeros([B, 1, 7]))
@@ -73,8 +89,9 @@ def test_negative_elbo_known_answer():
 
 @pytest.mark.parametrize("model_config", [
     config.ModelConfig("mvae", N, D), config.ModelConfig("vae", 1, 7),
-    config.ModelConfig("mvae", N, D, learned_background=True)],
-                         ids=["mvae", "vae", "mvae_learned_background"])
+    config.ModelConfig("mvae", N, D, learned_background=True),
+    config.ModelConfig("mvae", N, D, position_in_cell=True)],
+                         ids=["mvae", "vae", "mvae_learned_background", "mvae_position_in_cell"])
 def test_a_checkpoint_holds_every_variable(tmp_path, model_config):
   """tf.train.Checkpoint must reach every weight (Keras 3 lists of layers it would miss)."""
   saved = model.build_model(model_config)

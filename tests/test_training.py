@@ -323,6 +323,18 @@ def test_suppression_a_wider_decoder_and_a_learned_background_train():
   assert encoded["loc"].shape == (2, 3, 5) and encoded["kl_map"].shape == (2, 8, 8)
 
 
+def test_position_in_cell_trains():
+  model_config = config.ModelConfig("mvae", num_objects=3, latent_dim=5, num_pooling=3,
+                                    position_in_cell=True)
+  trainer = training.Trainer(model_config, _train_config(), _strategy("/cpu:0"))
+  assert trainer.model.decoder.object_network.dense1.kernel.shape == (3, 256)
+  iterator = iter(trainer.distribute(training.training_dataset(model_config,
+                                                               _train_config())))
+  for _ in range(2):
+    metrics = trainer.train_step(next(iterator))
+    assert np.isfinite(float(metrics["loss"])) and float(metrics["nonfinite"]) == 0
+
+
 @pytest.mark.parametrize("settings, message", [
     (dict(model="vae", num_objects=1, latent_dim=7, suppression_radius=1),
      r"--suppression_radius does not apply to --model=vae"),
@@ -331,6 +343,11 @@ def test_suppression_a_wider_decoder_and_a_learned_background_train():
     (dict(learned_background=1), r"--learned_background must be true or false; received 1"),
     (dict(model="vae", num_objects=1, latent_dim=7, learned_background=True),
      r"--learned_background does not apply to --model=vae"),
+    (dict(position_in_cell="no"), r"--position_in_cell must be true or false; received 'no'"),
+    (dict(model="vae", num_objects=1, latent_dim=7, position_in_cell=True),
+     r"--position_in_cell does not apply to --model=vae"),
+    (dict(latent_dim=2, position_in_cell=True),
+     r"--position_in_cell needs --latent_dim >= 3 .*; received 2"),
 ])
 def test_bad_model_options_are_refused(settings, message):
   with pytest.raises(config.ConfigError, match=message):
@@ -384,10 +401,11 @@ def test_a_config_json_from_before_the_warmup_default_reads_as_the_papers_object
   assert train_config.kl_warmup_steps == 0
 
 
-def test_a_config_json_from_before_the_learned_background_reads_as_without_it(tmp_path):
+@pytest.mark.parametrize("setting", ["learned_background", "position_in_cell"])
+def test_a_config_json_from_before_a_decoder_option_reads_as_without_it(tmp_path, setting):
   saved = config.to_dict(MODEL, _train_config())
-  del saved["model"]["learned_background"]  # As written before the setting existed.
+  del saved["model"][setting]  # As written before the setting existed.
   config.write_json_atomic(config.config_path(str(tmp_path)), saved)
   model_config, _ = config.read_run_config(str(tmp_path))
-  assert model_config.learned_background is False
+  assert getattr(model_config, setting) is False
   training.check_model_dir(str(tmp_path), MODEL, _train_config())  # Resumes: no difference.
