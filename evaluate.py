@@ -38,7 +38,9 @@ flags.DEFINE_integer("search_scenes", 6400, "Scenes for the counting threshold s
 flags.DEFINE_integer("test_scenes", 12800, "Scenes for the counting test.")
 flags.DEFINE_integer("segmentation_scenes", 1024, "Scenes for FG-ARI.")
 flags.DEFINE_integer("exchange_pairs", 512, "Scene pairs for entity exchange.")
-flags.DEFINE_integer("sequential_scenes", 1024, "Scenes for sequential decoding.")
+flags.DEFINE_integer("sequential_scenes", 1024,
+                     "Scenes for sequential decoding, and one-sprite scenes for "
+                     "lone_sprite_decoding.")
 flags.DEFINE_integer("seed", 2000, "Base seed of all evaluation scenes.")
 FLAGS = flags.FLAGS
 
@@ -167,6 +169,8 @@ def main(argv):
   progress("sequential decoding")
   results["sequential_decoding"] = evaluation.sequential_decoding(
       codec, num_sprites, FLAGS.sequential_scenes, seed + 6, presence_prob)
+  results["lone_sprite_decoding"] = evaluation.lone_sprite_decoding(
+      codec, FLAGS.sequential_scenes, seed + 8)
 
   progress("figures")
   rng = np.random.RandomState(seed)

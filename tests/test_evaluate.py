@@ -69,7 +69,10 @@ def test_evaluate_writes_every_figure_and_key(tmp_path, runs):
   assert len(metrics["sequential_decoding"]["nll_by_objects"]) == 3
   assert 0 <= metrics["entity_exchange"]["success_rate"] <= 1
   assert -1 <= metrics["segmentation"]["fg_ari"] <= 1
-  for section in ("test_elbo", "segmentation", "sequential_decoding"):
+  lone = metrics["lone_sprite_decoding"]
+  assert (lone["num_sprites"], lone["presence_prob"], lone["scenes"]) == (1, 1.0, 16)
+  assert np.isclose(lone["excess_nll"], lone["top_object_nll"] - lone["all_objects_nll"])
+  for section in ("test_elbo", "segmentation", "sequential_decoding", "lone_sprite_decoding"):
     assert {"seed", "scenes"} <= set(metrics[section]), section
   assert {"seed", "pairs", "scored_pairs"} <= set(metrics["entity_exchange"])
 
@@ -184,3 +187,23 @@ def test_numpy_sigmoid_matches_tf_without_overflow():
     probs = evaluation.sigmoid(logits)
   np.testing.assert_allclose(probs, tf.sigmoid(logits).numpy(), rtol=1e-6, atol=1e-30)
   assert probs.dtype == np.float32 and probs[2] > 0  # tiny likelihoods keep their order.
+
+
+def test_lone_sprite_decoding_known_answer():
+  """A codec whose every decode is 0 logits: each image costs 64 * 64 * 3 * log 2 nats
+  whether one object or all are decoded, so the excess is 0; the top object is decoded on
+  its own and all N together."""
+  from mvae_tf import evaluation
+  widths = []
+
+  def decode(latents):
+    widths.append(latents.shape[1])
+    return np.zeros([latents.shape[0], 64, 64, 3], np.float32)
+
+  codec = evaluation.Codec(lambda x: {"loc": np.zeros([len(x), 4, 3], np.float32)}, decode,
+                           num_objects=4, latent_dim=3)
+  lone = evaluation.lone_sprite_decoding(codec, num_scenes=5, seed=3)
+  assert sorted(set(widths)) == [1, 4]
+  np.testing.assert_allclose([lone["top_object_nll"], lone["all_objects_nll"]],
+                             64 * 64 * 3 * np.log(2), rtol=1e-5)
+  assert lone["excess_nll"] == 0 and lone["scenes"] == 5 and lone["seed"] == 3
