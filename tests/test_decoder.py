@@ -182,3 +182,10 @@ def test_the_image_has_a_gradient_with_respect_to_the_position():
     loss = tf.reduce_sum(tf.square(dec(latents)))
   gradient = tape.gradient(loss, latents).numpy()  # [B, 2, D]
   assert np.all(np.abs(gradient[..., :2]) > 0)
+
+
+def test_position_in_cell_traces_with_dynamic_batch_and_objects():
+  dec = _positioned_decoder()
+  fn = tf.function(dec).get_concrete_function(tf.TensorSpec([None, None, D]))
+  assert fn.structured_outputs.shape.as_list() == [None, 64, 64, 3]
+  np.testing.assert_allclose(fn(_latents(2)).numpy(), dec(_latents(2)).numpy(), atol=1e-5)
