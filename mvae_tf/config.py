@@ -13,7 +13,7 @@ import os
 import tempfile
 
 MODELS = ("mvae", "vae")
-AGGREGATIONS = ("max", "sum")
+AGGREGATIONS = ("max", "sum", "softmax")
 DATASETS = ("dsprites", "multi_dsprites")
 # Keras dtype policies the model can compute in; variables are float32 in both.
 PRECISIONS = ("float32", "mixed_bfloat16")
@@ -72,7 +72,8 @@ class ModelConfig:
     model: "mvae", or "vae" for the standard VAE baseline of appendix A.
     num_objects: N, the number of candidate posteriors kept by KL (1 for the VAE).
     latent_dim: D, the size of each object's latent (the VAE's whole latent: 60).
-    aggregation: the symmetric pooling over objects, "max" (the paper's) or "sum".
+    aggregation: the symmetric pooling over objects, "max" (the paper's), "sum" or "softmax"
+      (`decoder.aggregate`).
     num_pooling: how many of the encoder's four conv layers are followed by 2x2 max-pooling;
       the candidate grid is (64 / 2**num_pooling) squared.
     suppression_radius: 0 selects the top-N cells by KL (the paper); r >= 1 suppresses the

@@ -5,7 +5,7 @@
   bilinear 2x upsampling, giving 32x32xC. It is applied to all N objects at once by folding
   the object axis into the batch: [B, N, D] -> [B*N, D] -> g -> [B, N, 32, 32, C].
 * pool aggregates the objects with a symmetric function, o_pool = max_n o_n (the paper's
-  default) or sum_n o_n, so f is exactly invariant to the order of the objects and accepts
+  default), sum_n o_n, or a softmax-weighted mixture (`aggregate`), so f is exactly invariant to the order of the objects and accepts
   any number N >= 1 of them (which sequential decoding, section 4.1, needs).
 * h, the renderer, maps o_pool to 64x64x3 Bernoulli logits with three conv layers and one
   bilinear 2x upsampling.
@@ -95,6 +95,14 @@ class ObjectNetwork(keras.layers.Layer):
 def aggregate(objects, aggregation, background=None):
   """Symmetric pooling over the object axis: [B, N, ...] -> [B, ...].
 
+  * "max": o_pool = max_n o_n, channel by channel (the paper's).
+  * "sum": o_pool = sum_n o_n.
+  * "softmax": o_pool = sum_n w_n o_n with w_n = softmax_n(o_n[..., 0]) at each position: a
+    mixture whose first channel is each object's claim on the position, so that a
+    position's whole feature vector comes mostly from one object (as the masks of MONet
+    and IODINE do). Under "max" each channel can come from a different object, which lets
+    two objects share one sprite (one its colour, another its shape). Not in the paper.
+
   `background`, of shape [...] (an object's shape), joins every pool as one more element.
   """
   if aggregation == "max":
@@ -103,8 +111,16 @@ def aggregate(objects, aggregation, background=None):
   if aggregation == "sum":
     pooled = tf.reduce_sum(objects, axis=1)
     return pooled if background is None else pooled + background
-  raise ValueError("Invalid value received for argument `aggregation`. Expected 'max' or "
-                   f"'sum'. Received: aggregation={aggregation!r}")
+  if aggregation == "softmax":
+    if background is not None:
+      shape = tf.concat([tf.shape(objects)[:1], [1], tf.shape(background)], axis=0)
+      background = tf.broadcast_to(tf.cast(background, objects.dtype), shape)  # [B, 1, ...]
+      objects = tf.concat([objects, background], axis=1)  # [B, N + 1, ...]
+    # The weights in float32 whatever the compute dtype, as Keras computes softmax.
+    weights = tf.nn.softmax(tf.cast(objects[..., :1], tf.float32), axis=1)  # [B, N, ..., 1]
+    return tf.reduce_sum(tf.cast(weights, objects.dtype) * objects, axis=1)  # [B, ...]
+  raise ValueError("Invalid value received for argument `aggregation`. Expected 'max', "
+                   f"'sum' or 'softmax'. Received: aggregation={aggregation!r}")
 
 
 class Renderer(keras.layers.Layer):
@@ -138,7 +154,7 @@ class Decoder(keras.layers.Layer):
   """f(z_1..N) = h(pool_n g(z_n)): a set of latents to Bernoulli logits.
 
   Args:
-    aggregation: "max" or "sum".
+    aggregation: "max", "sum" or "softmax" (`aggregate`).
     width: multiplies the channels of g's and h's convolutions (1: 16 for g, 32 and 16 for
       h; the paper gives no widths).
     learned_background: pool a trained feature map b [32, 32, C] with the objects (see the

@@ -86,7 +86,7 @@ class MVAE(_LatentVariableModel):
   Args:
     num_objects: N, the number of objects kept by KL.
     latent_dim: D.
-    aggregation: "max" or "sum".
+    aggregation: "max", "sum" or "softmax" (`decoder.aggregate`).
     num_pooling: pooling layers in the encoder; the grid is 64 / 2**num_pooling a side.
     precision: "float32" or "mixed_bfloat16" (the encoder's and decoder's layers).
     suppression_radius: 0 (top-N, the paper) or r >= 1 (`selection.TopKByKL`).

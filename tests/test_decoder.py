@@ -9,7 +9,7 @@ from mvae_tf import decoder
 B, N, D = 2, 3, 5
 
 
-@pytest.fixture(params=["max", "sum"])
+@pytest.fixture(params=["max", "sum", "softmax"])
 def dec(request):
   layer = decoder.Decoder(request.param)
   layer.build((None, None, D))
@@ -64,8 +64,33 @@ def test_aggregate_known_answers():
 
 
 def test_unknown_aggregation():
-  with pytest.raises(ValueError, match=r"aggregation.*Received: aggregation='mean'"):
+  with pytest.raises(ValueError, match=r"Expected 'max', 'sum' or 'softmax'. Received: "
+                                       r"aggregation='mean'"):
     decoder.Decoder("mean")
+
+
+def test_softmax_aggregation_known_answers():
+  # Two objects at one position, channels (claim, feature): claims 0 and log 3 weigh them
+  # 1/4 and 3/4.
+  objects = tf.constant([[[0.0, 8.0], [np.log(3.0), 4.0]]])  # [B=1, N=2, C=2]
+  np.testing.assert_allclose(decoder.aggregate(objects, "softmax").numpy(),
+                             [[0.75 * np.log(3.0), 0.25 * 8.0 + 0.75 * 4.0]], rtol=1e-6)
+  # A background claims its share like one more object.
+  background = tf.constant([np.log(4.0), 0.0])
+  np.testing.assert_allclose(
+      decoder.aggregate(objects, "softmax", background).numpy(),
+      [[(3 * np.log(3.0) + 4 * np.log(4.0)) / 8, (8.0 + 3 * 4.0) / 8]], rtol=1e-6)
+  # One object's claim far above the others: its features alone.
+  winner = tf.constant([[[50.0, 1.0, 2.0], [0.0, 7.0, 9.0]]])
+  np.testing.assert_allclose(decoder.aggregate(winner, "softmax").numpy(),
+                             [[50.0, 1.0, 2.0]], atol=1e-6)
+
+
+def test_softmax_aggregation_computes_its_weights_in_float32():
+  objects = tf.cast(tf.constant([[[0.0, 8.0], [np.log(3.0), 4.0]]]), tf.bfloat16)
+  pooled = decoder.aggregate(objects, "softmax")
+  assert pooled.dtype == tf.bfloat16
+  np.testing.assert_allclose(tf.cast(pooled, tf.float32).numpy()[0, 1], 5.0, rtol=1e-2)
 
 
 def test_aggregate_with_a_background_known_answers():

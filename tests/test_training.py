@@ -335,6 +335,19 @@ def test_position_in_cell_trains():
     assert np.isfinite(float(metrics["loss"])) and float(metrics["nonfinite"]) == 0
 
 
+def test_softmax_aggregation_with_a_learned_background_trains_in_bfloat16():
+  model_config = config.ModelConfig("mvae", num_objects=3, latent_dim=5, num_pooling=3,
+                                    aggregation="softmax", learned_background=True)
+  train_config = _train_config(precision="mixed_bfloat16")
+  trainer = training.Trainer(model_config, train_config, _strategy("/cpu:0"))
+  iterator = iter(trainer.distribute(training.training_dataset(model_config, train_config)))
+  background = trainer.model.decoder.background.numpy()
+  for _ in range(2):
+    metrics = trainer.train_step(next(iterator))
+    assert np.isfinite(float(metrics["loss"])) and float(metrics["nonfinite"]) == 0
+  assert np.any(trainer.model.decoder.background.numpy() != background)  # It is trained.
+
+
 @pytest.mark.parametrize("settings, message", [
     (dict(model="vae", num_objects=1, latent_dim=7, suppression_radius=1),
      r"--suppression_radius does not apply to --model=vae"),
