@@ -63,6 +63,10 @@ flags.DEFINE_integer("kl_warmup_steps", _TRAIN_DEFAULTS.kl_warmup_steps,
                      "W: the KL term's weight in the objective rises linearly from 1/W to "
                      "1 over the first W steps (won the README's study); 0: the paper's "
                      "objective.")
+flags.DEFINE_float("kl_weight", _TRAIN_DEFAULTS.kl_weight,
+                   "beta: the KL term's weight in the training objective after warm-up; 1 "
+                   "is the ELBO (the paper), beta > 1 makes every object's KL cost more "
+                   "(beta-VAE). The reported loss stays the negative ELBO.")
 flags.DEFINE_float("unselected_kl_weight", _TRAIN_DEFAULTS.unselected_kl_weight,
                    "0 (the paper), or beta: add beta times the KL of the candidate cells "
                    "that were not selected to the training objective (MVAE only).")
@@ -141,7 +145,8 @@ def configs_from_flags():
       dataset=FLAGS.dataset, data_path=FLAGS.data_path, variant=FLAGS.variant or "",
       batch_size=FLAGS.batch_size, train_steps=FLAGS.train_steps,
       learning_rate=FLAGS.learning_rate, final_learning_rate=FLAGS.final_learning_rate,
-      seed=FLAGS.seed, kl_warmup_steps=FLAGS.kl_warmup_steps, precision=FLAGS.precision,
+      seed=FLAGS.seed, kl_warmup_steps=FLAGS.kl_warmup_steps, kl_weight=FLAGS.kl_weight,
+      precision=FLAGS.precision,
       unselected_kl_weight=FLAGS.unselected_kl_weight, schedule_steps=FLAGS.schedule_steps)
   model_config = config_lib.ModelConfig(
       model=FLAGS.model, num_objects=num_objects, latent_dim=latent_dim,

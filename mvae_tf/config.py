@@ -176,6 +176,11 @@ class TrainConfig:
       the encoder commits to cells before the rate penalty shapes them. 2000 by default,
       which won the study in the README ("Object counting"); 0 is the paper's objective.
       Only the gradient changes; the reported loss is the full negative ELBO.
+    kl_weight: beta, the KL term's weight in the training objective once warmed up:
+      nll + beta * kl. 1 is the ELBO (the paper). With beta > 1 an object must buy more
+      likelihood per nat of KL to be worth encoding (the beta-VAE of Higgins et al. 2017),
+      so a second cell that only refines a sprite another object already draws costs more
+      than it gains. Only the gradient changes; the reported loss is the negative ELBO.
     precision: "float32", or "mixed_bfloat16" to compute the encoder and decoder in
       bfloat16 (variables, KL, selection and losses stay float32). It may change when a run
       resumes.
@@ -199,6 +204,7 @@ class TrainConfig:
   data_path: str = ""
   variant: str = ""
   kl_warmup_steps: int = 2000
+  kl_weight: float = 1.0
   precision: str = "float32"
   unselected_kl_weight: float = 0.0
   schedule_steps: int = 0
@@ -227,6 +233,9 @@ class TrainConfig:
                "--data_path and --variant apply only to --dataset=multi_dsprites")
     _require(is_int(self.kl_warmup_steps) and self.kl_warmup_steps >= 0,
              f"--kl_warmup_steps must be an integer >= 0; received {self.kl_warmup_steps!r}")
+    _require(isinstance(self.kl_weight, (int, float)) and not isinstance(self.kl_weight, bool)
+             and math.isfinite(self.kl_weight) and self.kl_weight > 0,
+             f"--kl_weight must be a finite number > 0; received {self.kl_weight!r}")
     _require(isinstance(self.unselected_kl_weight, (int, float))
              and not isinstance(self.unselected_kl_weight, bool)
              and math.isfinite(self.unselected_kl_weight) and self.unselected_kl_weight >= 0,

@@ -238,13 +238,15 @@ class Trainer:
     return sums
 
   def _kl_weight(self):
-    """The KL term's weight in the objective at the step being taken: 1, or during KL
-    warm-up min(1, step / kl_warmup_steps) for steps 1, 2, ..."""
+    """The KL term's weight in the objective at the step being taken: beta (`kl_weight`,
+    1 for the ELBO), times min(1, step / kl_warmup_steps) for steps 1, 2, ... during KL
+    warm-up."""
+    beta = self.train_config.kl_weight
     warmup = self.train_config.kl_warmup_steps
     if not warmup:
-      return 1.0
+      return beta
     step = tf.cast(self.optimizer.iterations + 1, tf.float32)
-    return tf.minimum(1.0, step / warmup)
+    return beta * tf.minimum(1.0, step / warmup)
 
   def _distributed_step(self, dist_batch):
     per_replica = self.strategy.run(self._replica_step, args=(dist_batch,))

@@ -34,6 +34,7 @@ def _run(*flags, timeout=300):
     (["--num_cpu_devices=2", "--batch_size=5"],
      r"--batch_size must be divisible by the number of replicas \(2\); received 5"),
     (["--learning_rate=0"], r"--learning_rate must be a number > 0"),
+    (["--kl_weight=-0.5"], r"--kl_weight must be a finite number > 0; received -0.5"),
     (["--presence_prob=2"], r"--presence_prob.*between 0 and 1"),
     (["--model=vae", "--aggregation=sum"], r"--aggregation does not apply to --model=vae"),
     (["--model=vae", "--aggregation=max"], r"--aggregation does not apply to --model=vae"),

@@ -3,6 +3,7 @@
 import json
 import dataclasses
 import os
+import re
 
 import numpy as np
 import tensorflow as tf
@@ -284,6 +285,19 @@ def test_kl_warmup_weights_the_kl_in_the_gradient_but_not_in_the_reported_loss()
                       lambda terms, outputs: terms["nll"] + 0.25 * terms["kl"])
 
 
+def test_the_kl_weight_scales_the_warmed_up_kl_in_the_gradient_only():
+  # Step 1 of a 4-step warm-up with beta = 2 weights the KL by 2 * 1/4.
+  _first_step_matches(_train_config(kl_warmup_steps=4, kl_weight=2.0),
+                      lambda terms, outputs: terms["nll"] + 0.5 * terms["kl"])
+
+
+@pytest.mark.parametrize("kl_weight", [0.0, -1.0, float("nan"), float("inf"), True, "2"])
+def test_the_kl_weight_is_checked(kl_weight):
+  with pytest.raises(config.ConfigError, match=r"--kl_weight must be a finite number > 0; "
+                                               rf"received {re.escape(repr(kl_weight))}"):
+    _train_config(kl_weight=kl_weight)
+
+
 def test_the_unselected_cells_kl_is_penalised_in_the_gradient_only():
   def objective(terms, outputs):
     # Written out another way: without suppression the selected cells are the N of
@@ -422,3 +436,14 @@ def test_a_config_json_from_before_a_decoder_option_reads_as_without_it(tmp_path
   model_config, _ = config.read_run_config(str(tmp_path))
   assert getattr(model_config, setting) is False
   training.check_model_dir(str(tmp_path), MODEL, _train_config())  # Resumes: no difference.
+
+
+def test_a_config_json_from_before_the_kl_weight_reads_as_the_elbo(tmp_path):
+  saved = config.to_dict(MODEL, _train_config())
+  del saved["train"]["kl_weight"]  # As written before the setting existed.
+  config.write_json_atomic(config.config_path(str(tmp_path)), saved)
+  _, train_config = config.read_run_config(str(tmp_path))
+  assert train_config.kl_weight == 1.0
+  training.check_model_dir(str(tmp_path), MODEL, _train_config())  # Resumes: no difference.
+  with pytest.raises(config.ConfigError, match=r"train\.kl_weight: 1\.0 -> 2\.0"):
+    training.check_model_dir(str(tmp_path), MODEL, _train_config(kl_weight=2.0))
