@@ -179,7 +179,7 @@ class TrainConfig:
     kl_weight: beta, the KL term's weight in the training objective once warmed up:
       nll + beta * kl. 1 is the ELBO (the paper). With beta > 1 an object must buy more
       likelihood per nat of KL to be worth encoding (the beta-VAE of Higgins et al. 2017),
-      so a second cell that only refines a sprite another object already draws costs more
+      so a second cell that only refines a sprite another object already draws can cost more
       than it gains. Only the gradient changes; the reported loss is the negative ELBO.
     precision: "float32", or "mixed_bfloat16" to compute the encoder and decoder in
       bfloat16 (variables, KL, selection and losses stay float32). It may change when a run
