@@ -64,6 +64,12 @@ def is_int(value):
   return isinstance(value, int) and not isinstance(value, bool)
 
 
+def is_finite_number(value):
+  """An int or float (not a bool) that is neither NaN nor infinite."""
+  return (isinstance(value, (int, float)) and not isinstance(value, bool)
+          and math.isfinite(value))
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
   """The architecture of an MVAE (paper section 2, appendix A) or of the baseline VAE.
@@ -233,12 +239,9 @@ class TrainConfig:
                "--data_path and --variant apply only to --dataset=multi_dsprites")
     _require(is_int(self.kl_warmup_steps) and self.kl_warmup_steps >= 0,
              f"--kl_warmup_steps must be an integer >= 0; received {self.kl_warmup_steps!r}")
-    _require(isinstance(self.kl_weight, (int, float)) and not isinstance(self.kl_weight, bool)
-             and math.isfinite(self.kl_weight) and self.kl_weight > 0,
+    _require(is_finite_number(self.kl_weight) and self.kl_weight > 0,
              f"--kl_weight must be a finite number > 0; received {self.kl_weight!r}")
-    _require(isinstance(self.unselected_kl_weight, (int, float))
-             and not isinstance(self.unselected_kl_weight, bool)
-             and math.isfinite(self.unselected_kl_weight) and self.unselected_kl_weight >= 0,
+    _require(is_finite_number(self.unselected_kl_weight) and self.unselected_kl_weight >= 0,
              "--unselected_kl_weight must be a number >= 0; received "
              f"{self.unselected_kl_weight!r}")
     _require(is_int(self.schedule_steps) and self.schedule_steps >= 0,
