@@ -9,6 +9,12 @@ Its predicted count is c exactly when v_{c+1} <= t < v_c (with v_0 = +inf and
 v_{HW+1} = -inf), so each scene is counted right on one half-open interval of thresholds.
 The best accuracy is the largest number of these intervals that overlap at one point; a
 sweep over the interval ends finds it, and we return the middle of the best region.
+
+A reference for the grid (`centre_cell_counts`). A model that put every sprite into the
+one cell holding its centre, and nothing anywhere else, would count the distinct cells
+that hold a present sprite's centre: right unless two centres share a cell. Its accuracy
+is what a perfect one-cell-per-sprite encoder could reach on that grid, a ceiling for the
+KL read-out of a model that localises by cells.
 """
 
 import numpy as np
@@ -66,6 +72,30 @@ def search_threshold(kl_maps, counts):
   t_high = above.min() if len(above) else np.inf
   threshold = 0.5 * (t_low + t_high) if np.isfinite(t_high) else t_low + 1.0
   return float(threshold), float(coverage[best]) / len(low)
+
+
+def centre_cell_counts(position, present, grid_size):
+  """How many distinct cells of a grid_size x grid_size grid hold a present sprite's centre.
+
+  Args:
+    position: [M, S, 2] sprite centres (y, x) as fractions of the image side, in [0, 1].
+    present: [M, S], nonzero where the sprite slot is filled.
+    grid_size: H = W of the grid.
+
+  Returns:
+    int [M].
+  """
+  position = np.asarray(position, np.float64)
+  present = np.asarray(present) != 0
+  if position.ndim != 3 or position.shape[2] != 2 or present.shape != position.shape[:2]:
+    raise ValueError("Expected position [M, S, 2] and present [M, S]. Received: "
+                     f"{position.shape} and {present.shape}")
+  cell = np.clip(np.floor(position * grid_size), 0, grid_size - 1).astype(np.int64)
+  index = cell[..., 0] * grid_size + cell[..., 1]  # [M, S], row-major cell index
+  occupied = np.zeros([len(index), grid_size * grid_size], bool)  # [M, H*W]
+  rows = np.broadcast_to(np.arange(len(index))[:, None], index.shape)  # [M, S]
+  occupied[rows[present], index[present]] = True
+  return occupied.sum(axis=1)
 
 
 def count_accuracy(kl_maps, counts, threshold):

@@ -90,23 +90,28 @@ def counting_evidence(codec, num_sprites, num_scenes, seed, presence_prob=0.5):
   """What counting reads from fresh scenes.
 
   Returns:
-    kl_maps: [num_scenes, H, W], every candidate's KL (the paper's read-out).
-    selected_kl: [num_scenes, N], the KL of the N selected objects.
-    painted: int [num_scenes, N], how many pixels each selected object's solo decode paints
-      (`_object_mask`: any channel above MASK_LEVEL), for the decoder read-out.
-    counts: int [num_scenes], the true numbers of sprites.
+    A dict of numpy arrays:
+      kl_maps: [num_scenes, H, W], every candidate's KL (the paper's read-out).
+      selected_kl: [num_scenes, N], the KL of the N selected objects.
+      painted: int [num_scenes, N], how many pixels each selected object's solo decode
+        paints (`_object_mask`: any channel above MASK_LEVEL), for the decoder read-out.
+      centre_cells: int [num_scenes], the distinct cells of the H x W grid that hold a
+        sprite's centre (`counting.centre_cell_counts`).
+      counts: int [num_scenes], the true numbers of sprites.
   """
-  maps, selected, painted, counts = [], [], [], []
+  parts = {"kl_maps": [], "selected_kl": [], "painted": [], "centre_cells": [], "counts": []}
   for batch in scenes(num_sprites, num_scenes, seed, batch_size=KL_MAP_BATCH,
                       presence_prob=presence_prob):
     encoded = codec.encode(batch["image"])
-    maps.append(np.asarray(encoded["kl_map"]))
-    selected.append(np.asarray(encoded["kl"]))
+    kl_map = np.asarray(encoded["kl_map"])  # [B, H, W]
+    parts["kl_maps"].append(kl_map)
+    parts["selected_kl"].append(np.asarray(encoded["kl"]))
     solo = _object_mask(codec.solo_decodes(encoded["loc"]))  # [B, N, 64, 64]
-    painted.append(solo.sum(axis=(2, 3)))  # [B, N]
-    counts.append(batch["count"])
-  return (np.concatenate(maps), np.concatenate(selected), np.concatenate(painted),
-          np.concatenate(counts))
+    parts["painted"].append(solo.sum(axis=(2, 3)))  # [B, N]
+    parts["centre_cells"].append(counting.centre_cell_counts(
+        batch["position"], batch["present"], kl_map.shape[1]))  # [B]
+    parts["counts"].append(batch["count"])
+  return {k: np.concatenate(v) for k, v in parts.items()}
 
 
 def elbo_terms(codec, batches, seed):
@@ -149,28 +154,40 @@ def object_counting(codec, num_sprites, search_scenes, test_scenes, search_seed,
   scenes: `selected_kl_readout` counts only the N selected objects whose KL exceeds it (the
   same as the paper's while at most N cells exceed it; with suppression, it reads the
   suppressed map), and `decoder_readout` the selected objects whose solo decode paints
-  more than a number of pixels (surplus objects should decode to nothing, paper 4.1).
+  more than a number of pixels (surplus objects should decode to nothing, paper 4.1). And a
+  reference that reads no model, `centre_cell_reference`: the test accuracy of counting
+  the distinct grid cells that hold a sprite's centre (`counting.centre_cell_counts`), the
+  most a read-out of one cell per sprite could reach on this grid.
   """
-  search_maps, search_selected, search_painted, search_counts = counting_evidence(
-      codec, num_sprites, search_scenes, search_seed, presence_prob)
-  test_maps, test_selected, test_painted, test_counts = counting_evidence(
-      codec, num_sprites, test_scenes, test_seed, presence_prob)
-  threshold, search_accuracy, test = _searched_count(search_maps, search_counts, test_maps,
-                                                     test_counts, num_sprites)
-  kl_threshold, kl_search_accuracy, kl_test = _searched_count(
-      search_selected[:, None, :], search_counts, test_selected[:, None, :], test_counts,
-      num_sprites)
-  pixels, pixel_search_accuracy, pixel_test = _searched_count(
-      search_painted[:, None, :], search_counts, test_painted[:, None, :], test_counts,
-      num_sprites)
+  search = counting_evidence(codec, num_sprites, search_scenes, search_seed, presence_prob)
+  test = counting_evidence(codec, num_sprites, test_scenes, test_seed, presence_prob)
+
+  def searched(key):
+    """A threshold on `key`'s values ([M, N] are read as one row of N cells) searched on
+    the search scenes and scored on the test scenes."""
+    search_values, test_values = search[key], test[key]
+    if search_values.ndim == 2:
+      search_values, test_values = search_values[:, None, :], test_values[:, None, :]
+    return _searched_count(search_values, search["counts"], test_values, test["counts"],
+                           num_sprites)
+
+  threshold, search_accuracy, test_result = searched("kl_maps")
+  kl_threshold, kl_search_accuracy, kl_test = searched("selected_kl")
+  pixels, pixel_search_accuracy, pixel_test = searched("painted")
   search_facts = {"scenes": search_scenes,
                   **_scene_facts(search_seed, KL_MAP_BATCH, presence_prob)}
   test_facts = {"scenes": test_scenes, **_scene_facts(test_seed, KL_MAP_BATCH, presence_prob)}
+  grid = test["kl_maps"].shape[1]
   return {
       "threshold": threshold,
       "search": {**search_facts, "accuracy": search_accuracy},
-      "test": {**test_facts, **test},
+      "test": {**test_facts, **test_result},
       "paper": {"search_accuracy": 0.744, "test_accuracy": 0.726},
+      "centre_cell_reference": {
+          "grid": grid,
+          "rule": f"count the distinct cells of the {grid}x{grid} grid that hold a "
+                  "sprite's centre: the accuracy of a perfect one-cell-per-sprite encoder",
+          "test": {"accuracy": float(np.mean(test["centre_cells"] == test["counts"]))}},
       "selected_kl_readout": {
           "rule": "count the N selected objects whose KL exceeds threshold",
           "threshold": kl_threshold,

@@ -65,6 +65,7 @@ def test_evaluate_writes_every_figure_and_key(tmp_path, runs):
   assert len(readout["test"]["confusion_true_by_predicted"]) == 3
   selected = metrics["object_counting"]["selected_kl_readout"]
   assert 0 <= selected["test"]["accuracy"] <= 1
+  _assert_centre_cell_reference(metrics["object_counting"], num_sprites=2)
   assert len(metrics["object_counting"]["test"]["confusion_true_by_predicted"]) == 3
   assert len(metrics["sequential_decoding"]["nll_by_objects"]) == 3
   assert 0 <= metrics["entity_exchange"]["success_rate"] <= 1
@@ -173,6 +174,7 @@ def test_count_objects_reports_the_protocol(tmp_path, runs):
   matrix = np.array(counted["test"]["confusion_true_by_predicted"])
   assert matrix.sum() == 96 and matrix.shape[0] == 3  # Counts 0..2 of 2 sprite slots.
   assert np.trace(matrix) / 96 == pytest.approx(counted["test"]["accuracy"])
+  _assert_centre_cell_reference(counted, num_sprites=2)
 
 
 def test_numpy_sigmoid_matches_tf_without_overflow():
@@ -207,3 +209,19 @@ def test_lone_sprite_decoding_known_answer():
   np.testing.assert_allclose([lone["top_object_nll"], lone["all_objects_nll"]],
                              64 * 64 * 3 * np.log(2), rtol=1e-5)
   assert lone["excess_nll"] == 0 and lone["scenes"] == 5 and lone["seed"] == 3
+
+
+def _assert_centre_cell_reference(result, num_sprites):
+  """The reference's accuracy, recomputed from the same test scenes with Python sets."""
+  from mvae_tf import evaluation  # pylint: disable=g-import-not-at-top
+  test = result["test"]
+  grid = result["centre_cell_reference"]["grid"]
+  right = 0
+  for batch in evaluation.scenes(num_sprites, test["scenes"], test["seed"],
+                                 batch_size=test["batch_size"],
+                                 presence_prob=test["presence_prob"]):
+    for position, present, count in zip(batch["position"], batch["present"], batch["count"]):
+      cells = {(min(int(float(y) * grid), grid - 1), min(int(float(x) * grid), grid - 1))
+               for (y, x), p in zip(position, present) if p}
+      right += len(cells) == count
+  assert result["centre_cell_reference"]["test"]["accuracy"] == right / test["scenes"]

@@ -77,6 +77,26 @@ def test_count_accuracy_and_confusion_of_a_planted_map():
   assert wide.shape == (4, 6) and wide[3, 5] == 1 and np.trace(wide) == 1
 
 
+def test_centre_cell_counts_distinct_cells_of_present_centres():
+  position = np.array([[[0.1, 0.1], [0.2, 0.2], [0.9, 0.9]],     # two centres in cell (0, 0)
+                       [[0.1, 0.1], [0.3, 0.1], [0.3, 0.1]],     # third slot empty
+                       [[0.5, 0.5], [0.5, 0.5], [0.5, 0.5]],     # all empty
+                       [[0.25, 0.0], [1.0, 1.0], [0.24, 0.0]]])  # edges: 0.25 is cell 1
+  present = np.array([[1, 1, 0], [1, 1, 0], [0, 0, 0], [1, 1, 1]])
+  np.testing.assert_array_equal(counting.centre_cell_counts(position, present, 4),
+                                [1, 2, 0, 3])
+  # On a finer grid the first scene's two centres fall in cells (0, 0) and (1, 1).
+  np.testing.assert_array_equal(counting.centre_cell_counts(position, present, 8),
+                                [2, 2, 0, 3])
+
+
+@pytest.mark.parametrize("position_shape, present_shape",
+                         [((2, 3), (2, 3)), ((2, 3, 3), (2, 3)), ((2, 3, 2), (2, 2))])
+def test_centre_cell_counts_rejects_bad_shapes(position_shape, present_shape):
+  with pytest.raises(ValueError, match=r"Expected position \[M, S, 2\] and present \[M, S\]"):
+    counting.centre_cell_counts(np.zeros(position_shape), np.ones(present_shape), 4)
+
+
 def test_decoder_readout_counts_objects_that_paint_enough_pixels():
   from mvae_tf import evaluation
   # Pixels painted by each selected object's solo decode; surplus objects paint a few.
