@@ -41,7 +41,8 @@ flags.DEFINE_integer("num_objects", None,
 flags.DEFINE_integer("latent_dim", None, "D, latent size per object. Default: 12 for the "
                      "MVAE, 60 for the VAE (appendix A).")
 flags.DEFINE_enum("aggregation", _MODEL_DEFAULTS.aggregation, config_lib.AGGREGATIONS,
-                  "Symmetric pooling over objects.")
+                  "Symmetric pooling over objects: softmax (study round 3b; README), max "
+                  "(the paper's) or sum. MVAE only.")
 flags.DEFINE_enum("model", _MODEL_DEFAULTS.model, config_lib.MODELS,
                   "mvae, or vae for the standard VAE baseline.")
 flags.DEFINE_integer("num_pooling", _MODEL_DEFAULTS.num_pooling,
@@ -150,7 +151,7 @@ def configs_from_flags():
       unselected_kl_weight=FLAGS.unselected_kl_weight, schedule_steps=FLAGS.schedule_steps)
   model_config = config_lib.ModelConfig(
       model=FLAGS.model, num_objects=num_objects, latent_dim=latent_dim,
-      aggregation=FLAGS.aggregation, num_pooling=FLAGS.num_pooling,
+      aggregation=None if is_vae else FLAGS.aggregation, num_pooling=FLAGS.num_pooling,
       suppression_radius=FLAGS.suppression_radius, decoder_width=FLAGS.decoder_width,
       learned_background=FLAGS.learned_background, position_in_cell=FLAGS.position_in_cell)
   for name in ("checkpoint_every_secs", "log_every_secs"):

@@ -14,6 +14,9 @@ import tempfile
 
 MODELS = ("mvae", "vae")
 AGGREGATIONS = ("max", "sum", "softmax")
+# The MVAE's default pooling over objects: softmax won study round 3b (README, "Object
+# counting"); the paper's is "max" (`--aggregation=max`). The VAE has nothing to pool.
+MVAE_AGGREGATION = "softmax"
 DATASETS = ("dsprites", "multi_dsprites")
 # Keras dtype policies the model can compute in; variables are float32 in both.
 PRECISIONS = ("float32", "mixed_bfloat16")
@@ -79,7 +82,8 @@ class ModelConfig:
     num_objects: N, the number of candidate posteriors kept by KL (1 for the VAE).
     latent_dim: D, the size of each object's latent (the VAE's whole latent: 60).
     aggregation: the symmetric pooling over objects, "max" (the paper's), "sum" or "softmax"
-      (`decoder.aggregate`).
+      (`decoder.aggregate`); None (the default) is the model's own: MVAE_AGGREGATION for
+      the MVAE, "max" for the VAE, which decodes one latent and pools nothing.
     num_pooling: how many of the encoder's four conv layers are followed by 2x2 max-pooling;
       the candidate grid is (64 / 2**num_pooling) squared.
     suppression_radius: 0 selects the top-N cells by KL (the paper); r >= 1 suppresses the
@@ -97,7 +101,7 @@ class ModelConfig:
   model: str = "mvae"
   num_objects: int = 5
   latent_dim: int = MVAE_LATENT_DIM
-  aggregation: str = "max"
+  aggregation: str = None
   num_pooling: int = 4
   suppression_radius: int = 0
   decoder_width: int = 1
@@ -107,6 +111,9 @@ class ModelConfig:
   def __post_init__(self):
     _require(self.model in MODELS,
              f"--model must be one of {', '.join(MODELS)}; received {self.model!r}")
+    if self.aggregation is None:  # Frozen: set the resolved default the dataclass way.
+      object.__setattr__(self, "aggregation",
+                         "max" if self.model == "vae" else MVAE_AGGREGATION)
     _require(self.aggregation in AGGREGATIONS,
              f"--aggregation must be one of {', '.join(AGGREGATIONS)}; "
              f"received {self.aggregation!r}")

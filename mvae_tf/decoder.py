@@ -155,7 +155,8 @@ class Decoder(keras.layers.Layer):
   """f(z_1..N) = h(pool_n g(z_n)): a set of latents to Bernoulli logits.
 
   Args:
-    aggregation: "max", "sum" or "softmax" (`aggregate`).
+    aggregation: "max", "sum" or "softmax" (`aggregate`); no default here, the model's is
+      `config.MVAE_AGGREGATION`.
     width: multiplies the channels of g's and h's convolutions (1: 16 for g, 32 and 16 for
       h; the paper gives no widths).
     learned_background: pool a trained feature map b [32, 32, C] with the objects (see the
@@ -171,7 +172,7 @@ class Decoder(keras.layers.Layer):
     [B, 64, 64, 3] logits in the compute dtype.
   """
 
-  def __init__(self, aggregation="max", width=1, learned_background=False,
+  def __init__(self, aggregation, width=1, learned_background=False,
                position_in_cell=False, **kwargs):
     super().__init__(**kwargs)
     aggregate(tf.zeros([1, 1]), aggregation)  # Validates `aggregation` now, not at call.

@@ -97,7 +97,8 @@ class MVAE(_LatentVariableModel):
       translation (`decoder.Decoder`).
   """
 
-  def __init__(self, num_objects=5, latent_dim=MVAE_LATENT_DIM, aggregation="max",
+  def __init__(self, num_objects=5, latent_dim=MVAE_LATENT_DIM,
+               aggregation=config_lib.MVAE_AGGREGATION,
                num_pooling=4, precision="float32", suppression_radius=0, decoder_width=1,
                learned_background=False, position_in_cell=False, **kwargs):
     super().__init__(precision, **kwargs)
@@ -143,7 +144,7 @@ class VAE(_LatentVariableModel):
   def __init__(self, latent_dim=config_lib.VAE_LATENT_DIM, num_pooling=4,
                precision="float32", decoder_width=1, **kwargs):
     super().__init__(precision, **kwargs)
-    self.config = config_lib.ModelConfig("vae", 1, latent_dim, "max", num_pooling,
+    self.config = config_lib.ModelConfig("vae", 1, latent_dim, num_pooling=num_pooling,
                                          decoder_width=decoder_width)
     self.encoder = encoder_lib.CandidateEncoder(MVAE_LATENT_DIM, num_pooling, name="encoder",
                                                 dtype=precision)

@@ -1,7 +1,7 @@
 """Training: 1 vs 2 replicas, learning progress, exact resume, model-directory checks."""
 
-import json
 import dataclasses
+import json
 import os
 import re
 
@@ -447,3 +447,19 @@ def test_a_config_json_from_before_the_kl_weight_reads_as_the_elbo(tmp_path):
   training.check_model_dir(str(tmp_path), MODEL, _train_config())  # Resumes: no difference.
   with pytest.raises(config.ConfigError, match=r"train\.kl_weight: 1\.0 -> 2\.0"):
     training.check_model_dir(str(tmp_path), MODEL, _train_config(kl_weight=2.0))
+
+
+def test_softmax_is_the_mvaes_default_pooling_and_a_max_pooling_run_resumes_only_as_such(
+    tmp_path):
+  assert config.ModelConfig().aggregation == config.MVAE_AGGREGATION == "softmax"
+  vae = config.ModelConfig("vae", 1, 7)
+  assert vae.aggregation == "max"  # The VAE pools nothing.
+  assert config.from_dict(config.to_dict(vae, _train_config()))[0] == vae
+  # A run made when max pooling (the paper's) was the default records it, and keeps it.
+  paper = dataclasses.replace(MODEL, aggregation="max")
+  config.write_json_atomic(config.config_path(str(tmp_path)),
+                           config.to_dict(paper, _train_config()))
+  assert config.read_run_config(str(tmp_path))[0].aggregation == "max"
+  training.check_model_dir(str(tmp_path), paper, _train_config())
+  with pytest.raises(config.ConfigError, match=r"model\.aggregation: 'max' -> 'softmax'"):
+    training.check_model_dir(str(tmp_path), MODEL, _train_config())
