@@ -51,6 +51,9 @@ flags.DEFINE_integer("num_pooling", _MODEL_DEFAULTS.num_pooling,
 flags.DEFINE_integer("suppression_radius", _MODEL_DEFAULTS.suppression_radius,
                      "0: keep the top-N cells by KL (the paper). r >= 1: after selecting a "
                      "cell, skip the cells within r of it (non-maximum suppression).")
+flags.DEFINE_integer("head_kernel", _MODEL_DEFAULTS.head_kernel,
+                     "Kernel size of the encoder's head convolution on the grid (odd): 3 "
+                     "lets each cell see 78 pixels, 1 limits it to 46.")
 flags.DEFINE_integer("decoder_width", _MODEL_DEFAULTS.decoder_width,
                      "Multiplies the channels of g's and h's convolutions (1: 16; 32, 16).")
 flags.DEFINE_boolean("learned_background", _MODEL_DEFAULTS.learned_background,
@@ -153,7 +156,8 @@ def configs_from_flags():
       model=FLAGS.model, num_objects=num_objects, latent_dim=latent_dim,
       aggregation=None if is_vae else FLAGS.aggregation, num_pooling=FLAGS.num_pooling,
       suppression_radius=FLAGS.suppression_radius, decoder_width=FLAGS.decoder_width,
-      learned_background=FLAGS.learned_background, position_in_cell=FLAGS.position_in_cell)
+      learned_background=FLAGS.learned_background, position_in_cell=FLAGS.position_in_cell,
+      head_kernel=FLAGS.head_kernel)
   for name in ("checkpoint_every_secs", "log_every_secs"):
     if getattr(FLAGS, name) <= 0:
       raise config_lib.ConfigError(f"--{name} must be > 0; received {getattr(FLAGS, name)}")

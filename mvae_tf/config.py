@@ -97,6 +97,10 @@ class ModelConfig:
       dimensions its image position, predicted as an offset from its cell's centre and
       applied by the decoder as a translation of g's map (`decoder.Decoder`). MVAE only;
       needs latent_dim >= 3.
+    head_kernel: the kernel size of the encoder's head convolution, which runs on the grid
+      after the coordinates are added (appendix A gives no sizes). With 3 each cell's
+      receptive field is 78 pixels across, more than the 64-pixel image, so any cell can
+      encode any sprite; with 1 it is 46. An odd integer >= 1.
   """
   model: str = "mvae"
   num_objects: int = 5
@@ -107,6 +111,7 @@ class ModelConfig:
   decoder_width: int = 1
   learned_background: bool = False
   position_in_cell: bool = False
+  head_kernel: int = 3
 
   def __post_init__(self):
     _require(self.model in MODELS,
@@ -128,6 +133,8 @@ class ModelConfig:
              f"{self.suppression_radius!r}")
     _require(is_int(self.decoder_width) and self.decoder_width >= 1,
              f"--decoder_width must be an integer >= 1; received {self.decoder_width!r}")
+    _require(is_int(self.head_kernel) and self.head_kernel >= 1 and self.head_kernel % 2 == 1,
+             f"--head_kernel must be an odd integer >= 1; received {self.head_kernel!r}")
     _require(isinstance(self.learned_background, bool),
              "--learned_background must be true or false; received "
              f"{self.learned_background!r}")

@@ -109,6 +109,8 @@ class CandidateEncoder(keras.layers.Layer):
     latent_dim: D, the size of each candidate's latent.
     num_pooling: how many of the four trunk convs are followed by 2x2 max-pooling; the
       grid is then (64 / 2**num_pooling) on a side.
+    head_kernel: the kernel size of the head convolution on the grid (odd); with
+      num_pooling=4, 3 gives each cell a receptive field of 78 pixels and 1 of 46.
     dtype: the Keras dtype policy of every sub-layer ("mixed_bfloat16" computes in bfloat16
       with float32 variables).
 
@@ -120,11 +122,12 @@ class CandidateEncoder(keras.layers.Layer):
     (`split_params`).
   """
 
-  def __init__(self, latent_dim, num_pooling, **kwargs):
+  def __init__(self, latent_dim, num_pooling, head_kernel=3, **kwargs):
     super().__init__(**kwargs)
     policy = self.dtype_policy
     self.latent_dim = latent_dim
     self.num_pooling = num_pooling
+    self.head_kernel = head_kernel
     # Sub-layers are attributes, not list items: tf.train.Checkpoint follows attributes
     # but not the lists Keras 3 wraps.
     trunk = []
@@ -137,7 +140,7 @@ class CandidateEncoder(keras.layers.Layer):
       setattr(self, layer.name, layer)
     self._trunk_names = tuple(layer.name for layer in trunk)
     self.add_coords = AddCoords(name="add_coords", dtype=policy)
-    self.head = keras.layers.Conv2D(HEAD_FILTERS, 3, padding="same", activation="elu",
+    self.head = keras.layers.Conv2D(HEAD_FILTERS, head_kernel, padding="same", activation="elu",
                                     name="conv5", dtype=policy)
     self.params = keras.layers.Conv2D(2 * latent_dim, 1, name="conv6", dtype=policy)
 
@@ -164,4 +167,4 @@ class CandidateEncoder(keras.layers.Layer):
 
   def get_config(self):
     return {**super().get_config(), "latent_dim": self.latent_dim,
-            "num_pooling": self.num_pooling}
+            "num_pooling": self.num_pooling, "head_kernel": self.head_kernel}

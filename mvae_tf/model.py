@@ -95,18 +95,19 @@ class MVAE(_LatentVariableModel):
     position_in_cell: the first two latent dimensions are the object's position, predicted
       from its cell's centre (`encoder.anchor_positions`) and applied by the decoder as a
       translation (`decoder.Decoder`).
+    head_kernel: the encoder's head convolution's kernel size (`encoder.CandidateEncoder`).
   """
 
   def __init__(self, num_objects=5, latent_dim=MVAE_LATENT_DIM,
                aggregation=config_lib.MVAE_AGGREGATION,
                num_pooling=4, precision="float32", suppression_radius=0, decoder_width=1,
-               learned_background=False, position_in_cell=False, **kwargs):
+               learned_background=False, position_in_cell=False, head_kernel=3, **kwargs):
     super().__init__(precision, **kwargs)
     self.config = config_lib.ModelConfig("mvae", num_objects, latent_dim, aggregation,
                                          num_pooling, suppression_radius, decoder_width,
-                                         learned_background, position_in_cell)
-    self.encoder = encoder_lib.CandidateEncoder(latent_dim, num_pooling, name="encoder",
-                                                dtype=precision)
+                                         learned_background, position_in_cell, head_kernel)
+    self.encoder = encoder_lib.CandidateEncoder(latent_dim, num_pooling, head_kernel,
+                                                name="encoder", dtype=precision)
     self.top_k = selection.TopKByKL(num_objects, suppression_radius, name="top_k_by_kl",
                                     dtype="float32")
     self.decoder = decoder_lib.Decoder(aggregation, decoder_width, learned_background,
@@ -135,19 +136,20 @@ class MVAE(_LatentVariableModel):
             "suppression_radius": self.config.suppression_radius,
             "decoder_width": self.config.decoder_width,
             "learned_background": self.config.learned_background,
-            "position_in_cell": self.config.position_in_cell}
+            "position_in_cell": self.config.position_in_cell,
+            "head_kernel": self.config.head_kernel}
 
 
 class VAE(_LatentVariableModel):
   """The standard VAE baseline of appendix A, presented as one 60-D object."""
 
   def __init__(self, latent_dim=config_lib.VAE_LATENT_DIM, num_pooling=4,
-               precision="float32", decoder_width=1, **kwargs):
+               precision="float32", decoder_width=1, head_kernel=3, **kwargs):
     super().__init__(precision, **kwargs)
     self.config = config_lib.ModelConfig("vae", 1, latent_dim, num_pooling=num_pooling,
-                                         decoder_width=decoder_width)
-    self.encoder = encoder_lib.CandidateEncoder(MVAE_LATENT_DIM, num_pooling, name="encoder",
-                                                dtype=precision)
+                                         decoder_width=decoder_width, head_kernel=head_kernel)
+    self.encoder = encoder_lib.CandidateEncoder(MVAE_LATENT_DIM, num_pooling, head_kernel,
+                                                name="encoder", dtype=precision)
     self.flatten = keras.layers.Flatten(name="flatten", dtype=precision)
     self.project = keras.layers.Dense(2 * latent_dim, name="project", dtype=precision)
     self.decoder = decoder_lib.Decoder("max", decoder_width, name="decoder",
@@ -172,7 +174,8 @@ class VAE(_LatentVariableModel):
 
   def get_config(self):
     return {"latent_dim": self.config.latent_dim, "num_pooling": self.config.num_pooling,
-            "precision": self.precision, "decoder_width": self.config.decoder_width}
+            "precision": self.precision, "decoder_width": self.config.decoder_width,
+            "head_kernel": self.config.head_kernel}
 
 
 def build_model(model_config, precision="float32"):
@@ -183,11 +186,11 @@ def build_model(model_config, precision="float32"):
   """
   if model_config.model == "vae":
     model = VAE(model_config.latent_dim, model_config.num_pooling, precision,
-                model_config.decoder_width, name="vae")
+                model_config.decoder_width, model_config.head_kernel, name="vae")
   else:
     model = MVAE(model_config.num_objects, model_config.latent_dim, model_config.aggregation,
                  model_config.num_pooling, precision, model_config.suppression_radius,
                  model_config.decoder_width, model_config.learned_background,
-                 model_config.position_in_cell, name="mvae")
+                 model_config.position_in_cell, model_config.head_kernel, name="mvae")
   model.build()
   return model

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mvae_tf import encoder
+from mvae_tf import config, encoder
 
 B, D = 2, 5
 
@@ -73,3 +73,24 @@ def test_anchor_positions_adds_the_cell_centre_to_the_first_two_dimensions():
                              np.broadcast_to(encoder.cell_centres(4, 2).numpy(), (2, 4, 2, 2)),
                              atol=1e-6)
   np.testing.assert_array_equal(anchored[..., 2:], loc.numpy()[..., 2:])
+
+
+@pytest.mark.parametrize("head_kernel, reach", [(3, 46), (1, 30)])
+def test_head_kernel_sets_how_far_a_cell_sees(head_kernel, reach):
+  """Cell (0, 0) of the 4x4 grid sees pixels 0..reach: a receptive field of 78 pixels with
+  a 3x3 head (centred on the cell, so it reaches 46), of 46 with a 1x1 head (30)."""
+  layer = encoder.CandidateEncoder(D, 4, head_kernel)
+  image = tf.random.stateless_uniform([1, 64, 64, 3], seed=[1, 2])
+  beyond = np.zeros([1, 64, 64, 1], np.float32)
+  beyond[:, reach + 1:, :] = beyond[:, :, reach + 1:] = 1.0  # Every pixel past the reach.
+  inside = np.zeros_like(beyond)
+  inside[:, reach - 5:reach + 1, reach - 5:reach + 1] = 1.0  # A block just within it.
+  corner = lambda x: layer(x)[0, 0, 0].numpy()  # [2 * D]
+  np.testing.assert_array_equal(corner(image), corner(image * (1.0 - beyond)))
+  assert not np.allclose(corner(image), corner(image * (1.0 - inside)))
+
+
+@pytest.mark.parametrize("head_kernel", [0, 2, -1, 1.0, True])
+def test_head_kernel_must_be_an_odd_positive_integer(head_kernel):
+  with pytest.raises(config.ConfigError, match=r"--head_kernel must be an odd integer >= 1"):
+    config.ModelConfig(head_kernel=head_kernel)

@@ -90,8 +90,10 @@ def test_negative_elbo_known_answer():
 @pytest.mark.parametrize("model_config", [
     config.ModelConfig("mvae", N, D), config.ModelConfig("vae", 1, 7),
     config.ModelConfig("mvae", N, D, learned_background=True),
-    config.ModelConfig("mvae", N, D, position_in_cell=True)],
-                         ids=["mvae", "vae", "mvae_learned_background", "mvae_position_in_cell"])
+    config.ModelConfig("mvae", N, D, position_in_cell=True),
+    config.ModelConfig("mvae", N, D, head_kernel=1), config.ModelConfig("vae", 1, 7, head_kernel=1)],
+                         ids=["mvae", "vae", "mvae_learned_background", "mvae_position_in_cell",
+                              "mvae_head_kernel_1", "vae_head_kernel_1"])
 def test_a_checkpoint_holds_every_variable(tmp_path, model_config):
   """tf.train.Checkpoint must reach every weight (Keras 3 lists of layers it would miss)."""
   saved = model.build_model(model_config)
@@ -105,3 +107,12 @@ def test_a_checkpoint_holds_every_variable(tmp_path, model_config):
   images = _images()
   np.testing.assert_array_equal(saved(images)["logits"].numpy(),
                                 restored(images)["logits"].numpy())
+
+
+@pytest.mark.parametrize("model_config", [config.ModelConfig("mvae", N, D, head_kernel=1),
+                                          config.ModelConfig("vae", 1, 7, head_kernel=1)],
+                         ids=["mvae", "vae"])
+def test_head_kernel_reaches_the_encoders_head(model_config):
+  built = model.build_model(model_config)
+  assert built.encoder.head.kernel.shape[:2] == (1, 1)
+  assert built.config == model_config

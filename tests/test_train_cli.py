@@ -35,6 +35,7 @@ def _run(*flags, timeout=300):
      r"--batch_size must be divisible by the number of replicas \(2\); received 5"),
     (["--learning_rate=0"], r"--learning_rate must be a number > 0"),
     (["--kl_weight=-0.5"], r"--kl_weight must be a finite number > 0; received -0.5"),
+    (["--head_kernel=2"], r"--head_kernel must be an odd integer >= 1; received 2"),
     (["--presence_prob=2"], r"--presence_prob.*between 0 and 1"),
     (["--model=vae", "--aggregation=sum"], r"--aggregation does not apply to --model=vae"),
     (["--model=vae", "--aggregation=max"], r"--aggregation does not apply to --model=vae"),
