@@ -23,6 +23,8 @@ PRECISIONS = ("float32", "mixed_bfloat16")
 VAE_LATENT_DIM = 60
 # D of each MVAE object: 12-dimensional diagonal Gaussians (appendix A, "Encoder").
 MVAE_LATENT_DIM = 12
+# The encoder's head convolution's kernel size on the grid (appendix A gives none).
+HEAD_KERNEL = 3
 CONFIG_FILE = "config.json"
 IMAGE_SIZE = 64
 
@@ -105,13 +107,13 @@ class ModelConfig:
   model: str = "mvae"
   num_objects: int = 5
   latent_dim: int = MVAE_LATENT_DIM
-  aggregation: str = None
+  aggregation: str | None = None
   num_pooling: int = 4
   suppression_radius: int = 0
   decoder_width: int = 1
   learned_background: bool = False
   position_in_cell: bool = False
-  head_kernel: int = 3
+  head_kernel: int = HEAD_KERNEL
 
   def __post_init__(self):
     _require(self.model in MODELS,

@@ -23,6 +23,8 @@ import keras
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from mvae_tf.config import HEAD_KERNEL
+
 tfd = tfp.distributions
 
 TRUNK_FILTERS = (32, 32, 64, 64)
@@ -122,7 +124,7 @@ class CandidateEncoder(keras.layers.Layer):
     (`split_params`).
   """
 
-  def __init__(self, latent_dim, num_pooling, head_kernel=3, **kwargs):
+  def __init__(self, latent_dim, num_pooling, head_kernel=HEAD_KERNEL, **kwargs):
     super().__init__(**kwargs)
     policy = self.dtype_policy
     self.latent_dim = latent_dim

@@ -101,7 +101,8 @@ class MVAE(_LatentVariableModel):
   def __init__(self, num_objects=5, latent_dim=MVAE_LATENT_DIM,
                aggregation=config_lib.MVAE_AGGREGATION,
                num_pooling=4, precision="float32", suppression_radius=0, decoder_width=1,
-               learned_background=False, position_in_cell=False, head_kernel=3, **kwargs):
+               learned_background=False, position_in_cell=False,
+               head_kernel=config_lib.HEAD_KERNEL, **kwargs):
     super().__init__(precision, **kwargs)
     self.config = config_lib.ModelConfig("mvae", num_objects, latent_dim, aggregation,
                                          num_pooling, suppression_radius, decoder_width,
@@ -144,7 +145,8 @@ class VAE(_LatentVariableModel):
   """The standard VAE baseline of appendix A, presented as one 60-D object."""
 
   def __init__(self, latent_dim=config_lib.VAE_LATENT_DIM, num_pooling=4,
-               precision="float32", decoder_width=1, head_kernel=3, **kwargs):
+               precision="float32", decoder_width=1, head_kernel=config_lib.HEAD_KERNEL,
+               **kwargs):
     super().__init__(precision, **kwargs)
     self.config = config_lib.ModelConfig("vae", 1, latent_dim, num_pooling=num_pooling,
                                          decoder_width=decoder_width, head_kernel=head_kernel)
@@ -152,7 +154,7 @@ class VAE(_LatentVariableModel):
                                                 name="encoder", dtype=precision)
     self.flatten = keras.layers.Flatten(name="flatten", dtype=precision)
     self.project = keras.layers.Dense(2 * latent_dim, name="project", dtype=precision)
-    self.decoder = decoder_lib.Decoder("max", decoder_width, name="decoder",
+    self.decoder = decoder_lib.Decoder(self.config.aggregation, decoder_width, name="decoder",
                                        dtype=precision)
 
   def build(self, input_shape=(None, *IMAGE_SHAPE)):

@@ -91,7 +91,8 @@ def test_negative_elbo_known_answer():
     config.ModelConfig("mvae", N, D), config.ModelConfig("vae", 1, 7),
     config.ModelConfig("mvae", N, D, learned_background=True),
     config.ModelConfig("mvae", N, D, position_in_cell=True),
-    config.ModelConfig("mvae", N, D, head_kernel=1), config.ModelConfig("vae", 1, 7, head_kernel=1)],
+    config.ModelConfig("mvae", N, D, head_kernel=1),
+    config.ModelConfig("vae", 1, 7, head_kernel=1)],
                          ids=["mvae", "vae", "mvae_learned_background", "mvae_position_in_cell",
                               "mvae_head_kernel_1", "vae_head_kernel_1"])
 def test_a_checkpoint_holds_every_variable(tmp_path, model_config):
