@@ -15,9 +15,17 @@ one cell holding its centre, and nothing anywhere else, would count the distinct
 that hold a present sprite's centre: right unless two centres share a cell. Its accuracy
 is what a perfect one-cell-per-sprite encoder could reach on that grid, a ceiling for the
 KL read-out of a model that localises by cells.
+
+Where the errors are (`error_rates_by_bin`). Two kinds of scene are miscounted most: a
+large sprite whose information spreads over two cells (over-counted), and sprites close
+enough to share a cell or to be described together (under-counted). Binning the test
+scenes by the one sprite's scale and by the distance between the two nearest sprite
+centres (`nearest_centre_distance`) measures both.
 """
 
 import numpy as np
+
+from mvae_tf.config import IMAGE_SIZE
 
 
 def predicted_counts(kl_maps, threshold):
@@ -85,17 +93,77 @@ def centre_cell_counts(position, present, grid_size):
   Returns:
     int [M].
   """
-  position = np.asarray(position, np.float64)
-  present = np.asarray(present) != 0
-  if position.ndim != 3 or position.shape[2] != 2 or present.shape != position.shape[:2]:
-    raise ValueError("Expected position [M, S, 2] and present [M, S]. Received: "
-                     f"{position.shape} and {present.shape}")
+  position, present = _sprite_arrays(position, present)
   cell = np.clip(np.floor(position * grid_size), 0, grid_size - 1).astype(np.int64)
   index = cell[..., 0] * grid_size + cell[..., 1]  # [M, S], row-major cell index
   occupied = np.zeros([len(index), grid_size * grid_size], bool)  # [M, H*W]
   rows = np.broadcast_to(np.arange(len(index))[:, None], index.shape)  # [M, S]
   occupied[rows[present], index[present]] = True
   return occupied.sum(axis=1)
+
+
+def _sprite_arrays(position, present):
+  """Checked float64 position [M, S, 2] and boolean present [M, S]."""
+  position = np.asarray(position, np.float64)
+  present = np.asarray(present) != 0
+  if position.ndim != 3 or position.shape[2] != 2 or present.shape != position.shape[:2]:
+    raise ValueError("Expected position [M, S, 2] and present [M, S]. Received: "
+                     f"{position.shape} and {present.shape}")
+  return position, present
+
+
+def nearest_centre_distance(position, present, image_size=IMAGE_SIZE):
+  """The distance in pixels between the two closest present sprite centres of each scene.
+
+  Args:
+    position: [M, S, 2] sprite centres (y, x) as fractions of the image side.
+    present: [M, S], nonzero where the sprite slot is filled.
+    image_size: pixels on a side.
+
+  Returns:
+    float64 [M]; inf for a scene with fewer than two sprites.
+  """
+  position, present = _sprite_arrays(position, present)
+  num_slots = position.shape[1]
+  offsets = position[:, :, None, :] - position[:, None, :, :]  # [M, S, S, 2]
+  distance = image_size * np.sqrt(np.sum(offsets**2, axis=-1))  # [M, S, S]
+  pairs = present[:, :, None] & present[:, None, :] & ~np.eye(num_slots, dtype=bool)
+  # `pairs` has shape [M, S, S]: both slots filled, and not a sprite with itself.
+  return np.where(pairs, distance, np.inf).min(axis=(1, 2), initial=np.inf)
+
+
+def error_rates_by_bin(true_counts, predicted, values, edges):
+  """Counting errors of scenes grouped by a per-scene value.
+
+  Args:
+    true_counts, predicted: int [M].
+    values: [M], the value that places each scene in a bin.
+    edges: ascending bin edges; bin i holds edges[i] <= value < edges[i + 1], and the
+      last bin also value == edges[-1].
+
+  Returns:
+    One dict per bin: its `from` and `to`, its number of `scenes`, and the fractions of
+    them counted right (`accuracy`), too low (`under`) and too high (`over`); the
+    fractions are None for an empty bin.
+  """
+  true_counts, predicted = np.asarray(true_counts), np.asarray(predicted)
+  values = np.asarray(values, np.float64)
+  if not true_counts.shape == predicted.shape == values.shape or true_counts.ndim != 1:
+    raise ValueError("Expected true_counts, predicted and values of one shape [M]. Received: "
+                     f"{true_counts.shape}, {predicted.shape} and {values.shape}")
+  if len(edges) < 2 or np.any(np.diff(edges) <= 0):
+    raise ValueError(f"Expected at least two ascending bin edges. Received: {list(edges)}")
+  bins = []
+  last = len(edges) - 2
+  for i, (low, high) in enumerate(zip(edges[:-1], edges[1:])):
+    inside = (values >= low) & ((values < high) | ((values == high) & (i == last)))  # [M]
+    n = int(inside.sum())
+    def rate(wrong):
+      return float(np.mean(wrong[inside])) if n else None
+    bins.append({"from": float(low), "to": float(high), "scenes": n,
+                 "accuracy": rate(predicted == true_counts),
+                 "under": rate(predicted < true_counts), "over": rate(predicted > true_counts)})
+  return bins
 
 
 def count_accuracy(kl_maps, counts, threshold):

@@ -97,9 +97,13 @@ def counting_evidence(codec, num_sprites, num_scenes, seed, presence_prob=0.5):
         paints (`_object_mask`: any channel above MASK_LEVEL), for the decoder read-out.
       centre_cells: int [num_scenes], the distinct cells of the H x W grid that hold a
         sprite's centre (`counting.centre_cell_counts`).
+      nearest_distance: [num_scenes], pixels between the two closest sprite centres (inf
+        below two sprites; `counting.nearest_centre_distance`).
+      largest_scale: [num_scenes], the largest present sprite's scale (0 for none).
       counts: int [num_scenes], the true numbers of sprites.
   """
-  parts = {"kl_maps": [], "selected_kl": [], "painted": [], "centre_cells": [], "counts": []}
+  parts = {"kl_maps": [], "selected_kl": [], "painted": [], "centre_cells": [],
+           "nearest_distance": [], "largest_scale": [], "counts": []}
   for batch in scenes(num_sprites, num_scenes, seed, batch_size=KL_MAP_BATCH,
                       presence_prob=presence_prob):
     encoded = codec.encode(batch["image"])
@@ -110,6 +114,9 @@ def counting_evidence(codec, num_sprites, num_scenes, seed, presence_prob=0.5):
     parts["painted"].append(solo.sum(axis=(2, 3)))  # [B, N]
     parts["centre_cells"].append(counting.centre_cell_counts(
         batch["position"], batch["present"], kl_map.shape[1]))  # [B]
+    parts["nearest_distance"].append(counting.nearest_centre_distance(
+        batch["position"], batch["present"]))  # [B]
+    parts["largest_scale"].append(np.max(batch["scale"] * (batch["present"] != 0), axis=1))
     parts["counts"].append(batch["count"])
   return {k: np.concatenate(v) for k, v in parts.items()}
 
@@ -145,6 +152,30 @@ def _searched_count(search, search_counts, test, test_counts, num_sprites):
           test_counts, predicted, num_sprites).tolist()}
 
 
+# Bins of `object_counting`'s error breakdown: thirds of the sprite scales (data.py draws
+# them uniformly from [0.5, 1)), and distances in pixels between the nearest two centres:
+# within half a 4x4 cell, within one cell, farther (64 * sqrt(2) < 91).
+SCALE_EDGES = (data.MIN_SCALE, 2 / 3, 5 / 6, data.MAX_SCALE)
+DISTANCE_EDGES = (0.0, 8.0, 16.0, 91.0)
+
+
+def counting_errors(test, predicted):
+  """Where the paper's read-out errs on the test scenes (see `counting`'s docstring).
+
+  Args:
+    test: `counting_evidence` of the test scenes.
+    predicted: int [M], their predicted counts.
+  """
+  counts = test["counts"]
+  one, several = counts == 1, counts >= 2  # [M] each
+  return {
+      "one_sprite_by_scale": counting.error_rates_by_bin(
+          counts[one], predicted[one], test["largest_scale"][one], SCALE_EDGES),
+      "several_sprites_by_nearest_distance_px": counting.error_rates_by_bin(
+          counts[several], predicted[several], test["nearest_distance"][several],
+          DISTANCE_EDGES)}
+
+
 def object_counting(codec, num_sprites, search_scenes, test_scenes, search_seed, test_seed,
                     presence_prob=0.5):
   """Paper 4.3: threshold searched on `search_scenes`, accuracy on `test_scenes`.
@@ -157,7 +188,9 @@ def object_counting(codec, num_sprites, search_scenes, test_scenes, search_seed,
   more than a number of pixels (surplus objects should decode to nothing, paper 4.1). And a
   reference that reads no model, `centre_cell_reference`: the test accuracy of counting
   the distinct grid cells that hold a sprite's centre (`counting.centre_cell_counts`), the
-  most a read-out of one cell per sprite could reach on this grid.
+  most a read-out of one cell per sprite could reach on this grid. `errors` breaks the
+  headline's test errors down by the one sprite's scale and by the distance between the
+  nearest two sprites (`counting_errors`).
   """
   search = counting_evidence(codec, num_sprites, search_scenes, search_seed, presence_prob)
   test = counting_evidence(codec, num_sprites, test_scenes, test_seed, presence_prob)
@@ -183,6 +216,7 @@ def object_counting(codec, num_sprites, search_scenes, test_scenes, search_seed,
       "search": {**search_facts, "accuracy": search_accuracy},
       "test": {**test_facts, **test_result},
       "paper": {"search_accuracy": 0.744, "test_accuracy": 0.726},
+      "errors": counting_errors(test, counting.predicted_counts(test["kl_maps"], threshold)),
       "centre_cell_reference": {
           "grid": grid,
           "rule": f"count the distinct cells of the {grid}x{grid} grid that hold a "

@@ -66,6 +66,7 @@ def test_evaluate_writes_every_figure_and_key(tmp_path, runs):
   selected = metrics["object_counting"]["selected_kl_readout"]
   assert 0 <= selected["test"]["accuracy"] <= 1
   _assert_centre_cell_reference(metrics["object_counting"], num_sprites=2)
+  _assert_error_breakdown(metrics["object_counting"])
   assert len(metrics["object_counting"]["test"]["confusion_true_by_predicted"]) == 3
   assert len(metrics["sequential_decoding"]["nll_by_objects"]) == 3
   assert 0 <= metrics["entity_exchange"]["success_rate"] <= 1
@@ -175,6 +176,7 @@ def test_count_objects_reports_the_protocol(tmp_path, runs):
   assert matrix.sum() == 96 and matrix.shape[0] == 3  # Counts 0..2 of 2 sprite slots.
   assert np.trace(matrix) / 96 == pytest.approx(counted["test"]["accuracy"])
   _assert_centre_cell_reference(counted, num_sprites=2)
+  _assert_error_breakdown(counted)
 
 
 def test_numpy_sigmoid_matches_tf_without_overflow():
@@ -209,6 +211,20 @@ def test_lone_sprite_decoding_known_answer():
   np.testing.assert_allclose([lone["top_object_nll"], lone["all_objects_nll"]],
                              64 * 64 * 3 * np.log(2), rtol=1e-5)
   assert lone["excess_nll"] == 0 and lone["scenes"] == 5 and lone["seed"] == 3
+
+
+def _assert_error_breakdown(result):
+  """The error bins partition the test scenes of one sprite and of several, and their
+  right / under / over fractions add up to the confusion matrix's."""
+  matrix = np.array(result["test"]["confusion_true_by_predicted"])
+  errors = result["errors"]
+  for bins, rows in ((errors["one_sprite_by_scale"], [1]),
+                     (errors["several_sprites_by_nearest_distance_px"], range(2, len(matrix)))):
+    assert sum(b["scenes"] for b in bins) == matrix[list(rows)].sum()
+    for kind, cells in (("accuracy", lambda i, j: i == j), ("under", lambda i, j: j < i),
+                        ("over", lambda i, j: j > i)):
+      expected = sum(matrix[i, j] for i in rows for j in range(matrix.shape[1]) if cells(i, j))
+      assert sum(b[kind] * b["scenes"] for b in bins if b["scenes"]) == pytest.approx(expected)
 
 
 def _assert_centre_cell_reference(result, num_sprites):

@@ -90,11 +90,52 @@ def test_centre_cell_counts_distinct_cells_of_present_centres():
                                 [2, 2, 0, 3])
 
 
+def test_nearest_centre_distance_in_pixels():
+  position = np.array([[[0.1, 0.1], [0.2, 0.2], [0.9, 0.9]],      # third slot empty
+                       [[0.5, 0.5], [0.5, 0.75], [0.5, 0.0]],     # all three present
+                       [[0.5, 0.5], [0.5, 0.5], [0.5, 0.5]]])     # one present
+  present = np.array([[1, 1, 0], [1, 1, 1], [0, 1, 0]])
+  np.testing.assert_allclose(counting.nearest_centre_distance(position, present),
+                             [64 * np.sqrt(0.02), 16.0, np.inf])
+  np.testing.assert_allclose(
+      counting.nearest_centre_distance(position[:2], present[:2], image_size=32),
+      [32 * np.sqrt(0.02), 8.0])
+
+
 @pytest.mark.parametrize("position_shape, present_shape",
                          [((2, 3), (2, 3)), ((2, 3, 3), (2, 3)), ((2, 3, 2), (2, 2))])
-def test_centre_cell_counts_rejects_bad_shapes(position_shape, present_shape):
+@pytest.mark.parametrize("function", [
+    lambda position, present: counting.centre_cell_counts(position, present, 4),
+    counting.nearest_centre_distance])
+def test_sprite_functions_reject_bad_shapes(position_shape, present_shape, function):
   with pytest.raises(ValueError, match=r"Expected position \[M, S, 2\] and present \[M, S\]"):
-    counting.centre_cell_counts(np.zeros(position_shape), np.ones(present_shape), 4)
+    function(np.zeros(position_shape), np.ones(present_shape))
+
+
+def test_error_rates_by_bin_known_answers():
+  true = np.array([1, 1, 1, 2, 2, 2, 1])
+  predicted = np.array([1, 2, 0, 2, 1, 1, 2])
+  values = np.array([0.5, 0.6, 0.7, 0.9, 1.0, 0.55, 3.0])  # 3.0 is outside every bin.
+  bins = counting.error_rates_by_bin(true, predicted, values, [0.5, 0.65, 0.8, 1.0])
+  assert [(b["from"], b["to"], b["scenes"]) for b in bins] == [
+      (0.5, 0.65, 3), (0.65, 0.8, 1), (0.8, 1.0, 2)]  # 1.0 is in the last bin.
+  # Bin 1: right, over, under (scenes 0, 1, 5); bin 2: under; bin 3: right, under.
+  assert bins[0]["accuracy"] == pytest.approx(1 / 3)
+  assert (bins[0]["under"], bins[0]["over"]) == (pytest.approx(1 / 3), pytest.approx(1 / 3))
+  assert (bins[1]["accuracy"], bins[1]["under"], bins[1]["over"]) == (0.0, 1.0, 0.0)
+  assert (bins[2]["accuracy"], bins[2]["under"], bins[2]["over"]) == (0.5, 0.5, 0.0)
+  empty = counting.error_rates_by_bin(true, predicted, values, [5.0, 6.0])
+  assert empty == [{"from": 5.0, "to": 6.0, "scenes": 0, "accuracy": None, "under": None,
+                    "over": None}]
+
+
+@pytest.mark.parametrize("values, edges, message", [
+    (np.zeros(3), [0.0, 1.0], "of one shape"),
+    (np.zeros(4), [1.0], "at least two ascending"),
+    (np.zeros(4), [0.0, 2.0, 1.0], "at least two ascending")])
+def test_error_rates_by_bin_rejects_bad_input(values, edges, message):
+  with pytest.raises(ValueError, match=message):
+    counting.error_rates_by_bin(np.ones(4), np.ones(4), values, edges)
 
 
 def test_decoder_readout_counts_objects_that_paint_enough_pixels():
