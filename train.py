@@ -74,6 +74,11 @@ flags.DEFINE_float("kl_weight", _TRAIN_DEFAULTS.kl_weight,
 flags.DEFINE_float("unselected_kl_weight", _TRAIN_DEFAULTS.unselected_kl_weight,
                    "0 (the paper), or beta: add beta times the KL of the candidate cells "
                    "that were not selected to the training objective (MVAE only).")
+flags.DEFINE_float("object_sparsity", _TRAIN_DEFAULTS.object_sparsity,
+                   "0 (the paper), or lambda: add lambda * sum_n log(1 + KL_n) over the "
+                   "selected objects to the training objective, a cost that makes a "
+                   "sprite's information cheaper in one object than spread over two (MVAE "
+                   "only).")
 flags.DEFINE_integer("batch_size", _TRAIN_DEFAULTS.batch_size,
                      "Global batch size, split evenly across replicas.")
 flags.DEFINE_integer("train_steps", _TRAIN_DEFAULTS.train_steps, "Total optimizer steps.")
@@ -130,9 +135,10 @@ def configs_from_flags():
           f"--num_sprites={FLAGS.num_sprites} does not match --variant={FLAGS.variant}, "
           f"whose scenes have up to {entities} sprites; leave it out")
     num_sprites = entities
-  if is_vae and FLAGS["unselected_kl_weight"].present:
-    raise config_lib.ConfigError("--unselected_kl_weight does not apply to --model=vae (it "
-                                 "selects no cells); leave it out")
+  for name in ("unselected_kl_weight", "object_sparsity"):
+    if is_vae and FLAGS[name].present:
+      raise config_lib.ConfigError(f"--{name} does not apply to --model=vae (it selects no "
+                                   "cells); leave it out")
   if is_vae and FLAGS["aggregation"].present:
     raise config_lib.ConfigError("--aggregation does not apply to --model=vae (it decodes "
                                  "one latent, with nothing to pool); leave it out")
@@ -151,7 +157,8 @@ def configs_from_flags():
       learning_rate=FLAGS.learning_rate, final_learning_rate=FLAGS.final_learning_rate,
       seed=FLAGS.seed, kl_warmup_steps=FLAGS.kl_warmup_steps, kl_weight=FLAGS.kl_weight,
       precision=FLAGS.precision,
-      unselected_kl_weight=FLAGS.unselected_kl_weight, schedule_steps=FLAGS.schedule_steps)
+      unselected_kl_weight=FLAGS.unselected_kl_weight, schedule_steps=FLAGS.schedule_steps,
+      object_sparsity=FLAGS.object_sparsity)
   model_config = config_lib.ModelConfig(
       model=FLAGS.model, num_objects=num_objects, latent_dim=latent_dim,
       aggregation=None if is_vae else FLAGS.aggregation, num_pooling=FLAGS.num_pooling,

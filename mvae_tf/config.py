@@ -214,6 +214,11 @@ class TrainConfig:
       candidate cells TopKByKL did not select (`losses.unselected_kl`) to the training
       objective, pushing the KL map towards zero off the objects. MVAE only; the reported
       loss stays the negative ELBO.
+    object_sparsity: 0 (the paper), or lambda > 0 to add lambda * sum_n log(1 + KL_n) over
+      the selected objects (`losses.object_sparsity`) to the training objective, weighted
+      by the KL warm-up as the KL is: a cost that makes one sprite's information cheaper
+      in one object than spread over two. MVAE only; the reported loss stays the
+      negative ELBO.
   """
   num_sprites: int = 8
   presence_prob: float = 0.5
@@ -230,6 +235,7 @@ class TrainConfig:
   precision: str = "float32"
   unselected_kl_weight: float = 0.0
   schedule_steps: int = 0
+  object_sparsity: float = 0.0
 
   @property
   def learning_rate_steps(self):
@@ -260,6 +266,9 @@ class TrainConfig:
     _require(is_finite_number(self.unselected_kl_weight) and self.unselected_kl_weight >= 0,
              "--unselected_kl_weight must be a number >= 0; received "
              f"{self.unselected_kl_weight!r}")
+    _require(is_finite_number(self.object_sparsity) and self.object_sparsity >= 0,
+             "--object_sparsity must be a finite number >= 0; received "
+             f"{self.object_sparsity!r}")
     _require(is_int(self.schedule_steps) and self.schedule_steps >= 0,
              f"--schedule_steps must be an integer >= 0; received {self.schedule_steps!r}")
     _require(is_int(self.train_steps) and self.train_steps >= 1,

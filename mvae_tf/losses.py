@@ -15,6 +15,17 @@ Beyond the paper, `unselected_kl` is the KL of the candidate cells that TopKByKL
 The ELBO does not contain it (those posteriors are never sampled or decoded), so nothing
 stops an unselected cell from carrying a large KL; training may penalise it
 (`TrainConfig.unselected_kl_weight`) so that the KL map is near zero off the objects.
+
+Also beyond the paper, `object_sparsity` is a concave cost on each selected object's KL,
+
+  sum_n log(1 + KL_n),
+
+which training may add to the objective (`TrainConfig.object_sparsity`). The ELBO's rate
+is additive: it charges the same for a sprite's information held by one object or spread
+over two. This cost is subadditive, log(1 + a) + log(1 + b) = log(1 + a + b + ab) >=
+log(1 + a + b), so spreading costs log(1 + ab / (1 + a + b)) more than keeping it whole,
+and its slope 1 / (1 + KL_n) presses hardest on the objects that hold little: fragments
+and surplus objects, not whole sprites.
 """
 
 import tensorflow as tf
@@ -50,3 +61,8 @@ def unselected_kl(kl_map, kl):
   Every selected object's KL is one cell of `kl_map`, so this is the map's sum minus theirs.
   """
   return tf.reduce_sum(kl_map, axis=[1, 2]) - tf.reduce_sum(kl, axis=-1)
+
+
+def object_sparsity(kl):
+  """sum_n log(1 + KL_n) over the selected objects: [B, N] -> [B]."""
+  return tf.reduce_sum(tf.math.log1p(kl), axis=-1)

@@ -186,10 +186,11 @@ class Trainer:
 
   def __init__(self, model_config, train_config, strategy, check_finite=True):
     check_replicas(train_config, strategy)
-    if model_config.model == "vae" and train_config.unselected_kl_weight:
-      raise config_lib.ConfigError(
-          "--unselected_kl_weight does not apply to --model=vae (it selects no cells); "
-          f"received {train_config.unselected_kl_weight}")
+    for name in ("unselected_kl_weight", "object_sparsity"):
+      if model_config.model == "vae" and getattr(train_config, name):
+        raise config_lib.ConfigError(
+            f"--{name} does not apply to --model=vae (it selects no cells); "
+            f"received {getattr(train_config, name)}")
     self.model_config = model_config
     self.train_config = train_config
     self.strategy = strategy
@@ -216,7 +217,11 @@ class Trainer:
     with tf.GradientTape() as tape:
       outputs = self.model(batch["image"], noise=batch["noise"])
       terms = losses.negative_elbo(batch["image"], outputs["logits"], outputs["kl"])
-      objective = terms["nll"] + self._kl_weight() * terms["kl"]
+      warmup = self._warmup()
+      objective = terms["nll"] + warmup * self.train_config.kl_weight * terms["kl"]
+      if self.train_config.object_sparsity:
+        objective += warmup * self.train_config.object_sparsity * losses.object_sparsity(
+            outputs["kl"])
       if self.train_config.unselected_kl_weight:
         objective += self.train_config.unselected_kl_weight * losses.unselected_kl(
             outputs["kl_map"], outputs["kl"])
@@ -237,16 +242,15 @@ class Trainer:
     self.optimizer.apply_gradients(zip(gradients, variables))
     return sums
 
-  def _kl_weight(self):
-    """The KL term's weight in the objective at the step being taken: beta (`kl_weight`,
-    1 for the ELBO), times min(1, step / kl_warmup_steps) for steps 1, 2, ... during KL
-    warm-up."""
-    beta = self.train_config.kl_weight
+  def _warmup(self):
+    """The KL warm-up's factor at the step being taken: min(1, step / kl_warmup_steps)
+    for steps 1, 2, ..., and 1 without warm-up. It weights the KL term (times beta,
+    `kl_weight`) and the object sparsity cost."""
     warmup = self.train_config.kl_warmup_steps
     if not warmup:
-      return beta
+      return 1.0
     step = tf.cast(self.optimizer.iterations + 1, tf.float32)
-    return beta * tf.minimum(1.0, step / warmup)
+    return tf.minimum(1.0, step / warmup)
 
   def _distributed_step(self, dist_batch):
     per_replica = self.strategy.run(self._replica_step, args=(dist_batch,))

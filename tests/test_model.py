@@ -87,6 +87,19 @@ def test_negative_elbo_known_answer():
   np.testing.assert_allclose(confident.numpy(), [0.0, 0.0], atol=1e-6)
 
 
+def test_object_sparsity_known_answer_and_splitting_costs_more():
+  kl = tf.constant([[0.0, math.e - 1.0, 1.0], [3.0, 0.0, 0.0]])
+  np.testing.assert_allclose(losses.object_sparsity(kl).numpy(),
+                             [1.0 + math.log(2.0), math.log(4.0)], rtol=1e-6)
+  # One sprite's 20 nats in one object, or spread over two as 12 + 8: the rate (the ELBO's
+  # kl) is the same, the sparsity cost is higher by log(1 + 12 * 8 / 21).
+  whole, split = tf.constant([[20.0, 0.0]]), tf.constant([[12.0, 8.0]])
+  assert float(tf.reduce_sum(whole)) == float(tf.reduce_sum(split))
+  np.testing.assert_allclose(
+      (losses.object_sparsity(split) - losses.object_sparsity(whole)).numpy(),
+      [math.log(1.0 + 12.0 * 8.0 / 21.0)], rtol=1e-5)
+
+
 @pytest.mark.parametrize("model_config", [
     config.ModelConfig("mvae", N, D), config.ModelConfig("vae", 1, 7),
     config.ModelConfig("mvae", N, D, learned_background=True),

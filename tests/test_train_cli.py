@@ -45,6 +45,8 @@ def _run(*flags, timeout=300):
                                         r"--dataset=multi_dsprites"),
     (["--model=vae", "--unselected_kl_weight=1"],
      r"--unselected_kl_weight does not apply to --model=vae"),
+    (["--model=vae", "--object_sparsity=1"], r"--object_sparsity does not apply to --model=vae"),
+    (["--object_sparsity=-1"], r"--object_sparsity must be a finite number >= 0; received -1"),
     (["--strategy=multi_worker"], r"TF_CONFIG is not set\. Every worker needs one"),
     (["--strategy=multi_worker", "--num_cpu_devices=2"],
      r"--num_cpu_devices applies to --strategy=mirrored only"),

@@ -310,6 +310,28 @@ def test_the_unselected_cells_kl_is_penalised_in_the_gradient_only():
   _first_step_matches(_train_config(unselected_kl_weight=0.5, kl_warmup_steps=0), objective)
 
 
+def test_object_sparsity_is_warmed_up_with_the_kl_in_the_gradient_only():
+  # Step 1 of a 4-step warm-up weights the KL and lambda * sum_n log(1 + KL_n) by 1/4.
+  def objective(terms, outputs):
+    cost = tf.reduce_sum(tf.math.log1p(outputs["kl"]), axis=-1)  # [B]
+    return terms["nll"] + 0.25 * (terms["kl"] + 3.0 * cost)
+  _first_step_matches(_train_config(object_sparsity=3.0, kl_warmup_steps=4), objective)
+
+
+@pytest.mark.parametrize("value", [-1.0, float("nan"), float("inf"), True, "2"])
+def test_object_sparsity_is_checked(value):
+  with pytest.raises(config.ConfigError, match=r"--object_sparsity must be a finite number "
+                                               rf">= 0; received {re.escape(repr(value))}"):
+    _train_config(object_sparsity=value)
+
+
+def test_object_sparsity_does_not_apply_to_the_vae():
+  vae = config.ModelConfig("vae", num_objects=1, latent_dim=7)
+  with pytest.raises(config.ConfigError, match=r"--object_sparsity does not apply to "
+                                               r"--model=vae"):
+    training.Trainer(vae, _train_config(object_sparsity=1.0), _strategy("/cpu:0"))
+
+
 def test_the_unselected_kl_weight_is_checked():
   with pytest.raises(config.ConfigError, match=r"--unselected_kl_weight must be a number >= 0"):
     _train_config(unselected_kl_weight=-1.0)
