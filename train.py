@@ -75,10 +75,11 @@ flags.DEFINE_float("unselected_kl_weight", _TRAIN_DEFAULTS.unselected_kl_weight,
                    "0 (the paper), or beta: add beta times the KL of the candidate cells "
                    "that were not selected to the training objective (MVAE only).")
 flags.DEFINE_float("object_sparsity", _TRAIN_DEFAULTS.object_sparsity,
-                   "0 (the paper), or lambda: add lambda * sum_n log(1 + KL_n) over the "
-                   "selected objects to the training objective, a cost that makes a "
-                   "sprite's information cheaper in one object than spread over two (MVAE "
-                   "only).")
+                   "lambda: add lambda * sum_n log(1 + KL_n) over the selected objects to "
+                   "the training objective, a cost that makes a sprite's information "
+                   "cheaper in one object than spread over two (MVAE only). Default: "
+                   f"{config_lib.MVAE_OBJECT_SPARSITY:g}, which won the README's study; 0 "
+                   "is the paper's objective.")
 flags.DEFINE_integer("batch_size", _TRAIN_DEFAULTS.batch_size,
                      "Global batch size, split evenly across replicas.")
 flags.DEFINE_integer("train_steps", _TRAIN_DEFAULTS.train_steps, "Total optimizer steps.")

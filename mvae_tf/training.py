@@ -186,11 +186,7 @@ class Trainer:
 
   def __init__(self, model_config, train_config, strategy, check_finite=True):
     check_replicas(train_config, strategy)
-    for name in ("unselected_kl_weight", "object_sparsity"):
-      if model_config.model == "vae" and getattr(train_config, name):
-        raise config_lib.ConfigError(
-            f"--{name} does not apply to --model=vae (it selects no cells); "
-            f"received {getattr(train_config, name)}")
+    train_config = config_lib.resolve_train_config(model_config, train_config)
     self.model_config = model_config
     self.train_config = train_config
     self.strategy = strategy
@@ -313,6 +309,7 @@ def check_model_dir(model_dir, model_config, train_config):
   that cannot be created or written (checked by writing and removing a small file, which
   catches read-only and full file systems that permission bits do not show).
   """
+  train_config = config_lib.resolve_train_config(model_config, train_config)
   requested = config_lib.to_dict(model_config, train_config)
   path = config_lib.config_path(model_dir)
   if os.path.exists(model_dir) and not os.path.isdir(model_dir):
@@ -344,7 +341,9 @@ def check_model_dir(model_dir, model_config, train_config):
 
 
 def record_config(model_dir, model_config, train_config):
-  """Writes the run's `config.json` (atomically) into a checked `model_dir`."""
+  """Writes the run's `config.json` (atomically) into a checked `model_dir`, with the
+  model-dependent defaults resolved, so that it says what the run trains with."""
+  train_config = config_lib.resolve_train_config(model_config, train_config)
   config_lib.write_json_atomic(config_lib.config_path(model_dir),
                                config_lib.to_dict(model_config, train_config))
 
@@ -573,6 +572,7 @@ def train(model_config, train_config, model_dir, strategy=None, options=LoopOpti
     CheckpointWriteError: when a checkpoint cannot be written (after saving a rescue copy).
     ClusterError: in a multi-worker run, when a step fails because of another worker.
   """
+  train_config = config_lib.resolve_train_config(model_config, train_config)
   strategy = strategy or make_strategy()
   check_replicas(train_config, strategy)
   multi_worker = is_multi_worker(strategy)

@@ -281,13 +281,14 @@ def _first_step_matches(train_config, objective_fn):
 
 def test_kl_warmup_weights_the_kl_in_the_gradient_but_not_in_the_reported_loss():
   # Step 1 of a 4-step warm-up weights the KL by 1/4.
-  _first_step_matches(_train_config(kl_warmup_steps=4),
+  _first_step_matches(_train_config(kl_warmup_steps=4, object_sparsity=0.0),
                       lambda terms, outputs: terms["nll"] + 0.25 * terms["kl"])
 
 
 def test_the_kl_weight_scales_the_warmed_up_kl_in_the_gradient_only():
   # Step 1 of a 4-step warm-up with beta = 2 weights the KL by 2 * 1/4.
-  _first_step_matches(_train_config(kl_warmup_steps=4, kl_weight=2.0),
+  _first_step_matches(_train_config(kl_warmup_steps=4, kl_weight=2.0,
+                                    object_sparsity=0.0),
                       lambda terms, outputs: terms["nll"] + 0.5 * terms["kl"])
 
 
@@ -307,7 +308,8 @@ def test_the_unselected_cells_kl_is_penalised_in_the_gradient_only():
     ranked = tf.sort(flat, axis=-1, direction="DESCENDING")  # [B, H*W]
     left_out = tf.reduce_sum(ranked[:, MODEL.num_objects:], axis=-1)  # [B]
     return terms["nll"] + terms["kl"] + 0.5 * left_out
-  _first_step_matches(_train_config(unselected_kl_weight=0.5, kl_warmup_steps=0), objective)
+  _first_step_matches(_train_config(unselected_kl_weight=0.5, kl_warmup_steps=0,
+                                    object_sparsity=0.0), objective)
 
 
 def test_object_sparsity_is_warmed_up_with_the_kl_in_the_gradient_only():
@@ -330,6 +332,37 @@ def test_object_sparsity_does_not_apply_to_the_vae():
   with pytest.raises(config.ConfigError, match=r"--object_sparsity does not apply to "
                                                r"--model=vae"):
     training.Trainer(vae, _train_config(object_sparsity=1.0), _strategy("/cpu:0"))
+
+
+def test_object_sparsity_defaults_to_the_studys_lambda_for_the_mvae_and_0_for_the_vae(
+    tmp_path):
+  assert config.TrainConfig().object_sparsity is None  # The model's default, resolved late.
+  resolved = config.resolve_train_config(MODEL, _train_config())
+  assert resolved.object_sparsity == config.MVAE_OBJECT_SPARSITY == 5.0
+  assert config.resolve_train_config(MODEL, resolved) == resolved
+  assert config.resolve_train_config(MODEL, _train_config(object_sparsity=0.0)) == (
+      _train_config(object_sparsity=0.0))  # The paper's objective stays reachable.
+  vae = config.ModelConfig("vae", num_objects=1, latent_dim=7)
+  assert config.resolve_train_config(vae, _train_config()).object_sparsity == 0.0
+  assert training.Trainer(MODEL, _train_config(), _strategy("/cpu:0")).train_config == (
+      resolved)
+  # config.json records the resolved value, and a run resumes only with it.
+  training.prepare_model_dir(str(tmp_path), MODEL, _train_config())
+  with open(config.config_path(str(tmp_path))) as f:
+    assert json.load(f)["train"]["object_sparsity"] == 5.0
+  training.check_model_dir(str(tmp_path), MODEL, _train_config(object_sparsity=5))
+  with pytest.raises(config.ConfigError, match=r"train\.object_sparsity: 5\.0 -> 0\.0"):
+    training.check_model_dir(str(tmp_path), MODEL, _train_config(object_sparsity=0.0))
+
+
+def test_a_config_json_from_before_object_sparsity_reads_as_the_papers_objective(tmp_path):
+  saved = config.to_dict(MODEL, _train_config(object_sparsity=0.0))
+  del saved["train"]["object_sparsity"]  # As written before the setting existed.
+  config.write_json_atomic(config.config_path(str(tmp_path)), saved)
+  assert config.read_run_config(str(tmp_path))[1].object_sparsity == 0.0
+  training.check_model_dir(str(tmp_path), MODEL, _train_config(object_sparsity=0))
+  with pytest.raises(config.ConfigError, match=r"train\.object_sparsity: 0\.0 -> 5\.0"):
+    training.check_model_dir(str(tmp_path), MODEL, _train_config())
 
 
 def test_the_unselected_kl_weight_is_checked():
