@@ -136,7 +136,7 @@ def configs_from_flags():
           f"--num_sprites={FLAGS.num_sprites} does not match --variant={FLAGS.variant}, "
           f"whose scenes have up to {entities} sprites; leave it out")
     num_sprites = entities
-  for name in ("unselected_kl_weight", "object_sparsity"):
+  for name in config_lib.MVAE_ONLY_COSTS:
     if is_vae and FLAGS[name].present:
       raise config_lib.ConfigError(f"--{name} does not apply to --model=vae (it selects no "
                                    "cells); leave it out")

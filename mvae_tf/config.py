@@ -299,7 +299,7 @@ def to_dict(model_config, train_config):
 _UNRECORDED_TRAIN_SETTINGS = {"kl_warmup_steps": 0, "object_sparsity": 0.0}
 
 # Training costs on the selected objects, which the VAE (one latent, nothing selected) lacks.
-_MVAE_ONLY_COSTS = ("unselected_kl_weight", "object_sparsity")
+MVAE_ONLY_COSTS = ("unselected_kl_weight", "object_sparsity")
 
 
 def resolve_train_config(model_config, train_config):
@@ -313,7 +313,7 @@ def resolve_train_config(model_config, train_config):
     default = MVAE_OBJECT_SPARSITY if model_config.model == "mvae" else 0.0
     train_config = dataclasses.replace(train_config, object_sparsity=default)
   if model_config.model == "vae":
-    for name in _MVAE_ONLY_COSTS:
+    for name in MVAE_ONLY_COSTS:
       _require(not getattr(train_config, name),
                f"--{name} does not apply to --model=vae (it selects no cells); "
                f"received {getattr(train_config, name)}")
