@@ -110,6 +110,10 @@ flags.DEFINE_integer("num_cpu_devices", 1,
 flags.DEFINE_string("restore_from", None,
                     "Resume from this checkpoint of --model_dir (e.g. ckpt-1200) instead of "
                     "the latest, when the latest cannot be read.")
+flags.DEFINE_string("init_from", None,
+                    "Start a new --model_dir from the weights and step of this export's "
+                    "version directory (e.g. pretrained/mvae_3sprites/33000), with the flags "
+                    "it was trained with; a --model_dir with a checkpoint resumes from that.")
 flags.DEFINE_float("checkpoint_every_secs", 300.0, "Seconds between checkpoints.")
 flags.DEFINE_integer("checkpoint_every_steps", None,
                      "Steps between checkpoints, instead of --checkpoint_every_secs. "
@@ -179,6 +183,10 @@ def configs_from_flags():
     raise config_lib.ConfigError(
         f"--collective_timeout_secs must be > 0; received {FLAGS.collective_timeout_secs}")
   if FLAGS.strategy == "multi_worker":
+    if FLAGS.init_from:
+      raise config_lib.ConfigError(
+          "--init_from applies to --strategy=mirrored only: start the run on one worker, "
+          "then resume it on the cluster from its checkpoint")
     if FLAGS.num_cpu_devices != 1:
       raise config_lib.ConfigError(
           "--num_cpu_devices applies to --strategy=mirrored only; a multi-worker run has "
@@ -226,7 +234,8 @@ def main(argv):
       strategy = training.make_strategy(num_cpu_devices=FLAGS.num_cpu_devices)
     training.check_replicas(train_config, strategy)
     training.train(model_config, train_config, FLAGS.model_dir, strategy, loop_options(),
-                   log=lambda line: print(line, flush=True), restore_from=FLAGS.restore_from)
+                   log=lambda line: print(line, flush=True), restore_from=FLAGS.restore_from,
+                   init_from=FLAGS.init_from)
   except config_lib.ConfigError as e:
     _fail(e, 2)
   except (training.TrainingDiverged, training.CheckpointWriteError,

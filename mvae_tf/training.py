@@ -33,6 +33,7 @@ from mvae_tf import machine
 from mvae_tf import model as model_lib
 from mvae_tf import multi_dsprites
 from mvae_tf import schedule
+from mvae_tf import warm_start
 
 NUM_SUMMARY_IMAGES = 8
 
@@ -203,13 +204,15 @@ class Trainer:
       self.optimizer.build(self.model.trainable_variables)
     self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer)
     self._step = tf.function(self._distributed_step)
+    self._gradients = None  # global_gradients' tf.function, made on first use.
 
   @property
   def step(self):
     return int(self.optimizer.iterations.numpy())
 
-  def _replica_step(self, batch):
-    """One replica's share of a step. Returns the replica's *summed* loss terms."""
+  def _replica_gradients(self, batch):
+    """One replica's gradients of its share of the global mean objective, and its *summed*
+    loss terms."""
     with tf.GradientTape() as tape:
       outputs = self.model(batch["image"], noise=batch["noise"])
       terms = losses.negative_elbo(batch["image"], outputs["logits"], outputs["kl"])
@@ -225,9 +228,13 @@ class Trainer:
       # replicas' gradients into the gradient of the global mean.
       loss = tf.nn.compute_average_loss(objective,
                                         global_batch_size=self.train_config.batch_size)
+    gradients = tape.gradient(loss, self.model.trainable_variables)
+    return gradients, {name: tf.reduce_sum(terms[name]) for name in ("nll", "kl", "loss")}
+
+  def _replica_step(self, batch):
+    """One replica's share of a step. Returns the replica's *summed* loss terms."""
+    gradients, sums = self._replica_gradients(batch)
     variables = self.model.trainable_variables
-    gradients = tape.gradient(loss, variables)
-    sums = {name: tf.reduce_sum(terms[name]) for name in ("nll", "kl", "loss")}
     if self.check_finite:
       # The global norm is finite exactly when every gradient entry is. The update is
       # applied either way (a branch around it could leave replicas in different
@@ -258,6 +265,30 @@ class Trainer:
       means["nonfinite"] = self.strategy.reduce(tf.distribute.ReduceOp.SUM, nonfinite,
                                                 axis=None)
     return means
+
+  def global_gradients(self, dist_batch):
+    """The gradient of the global batch's mean objective at the current weights and step,
+    as the train step would apply it, without applying it (a list over
+    `model.trainable_variables`)."""
+    if self._gradients is None:
+      def gradients(batch):
+        per_replica, _ = self.strategy.run(self._replica_gradients, args=(batch,))
+        return [self.strategy.reduce(tf.distribute.ReduceOp.SUM, g, axis=None)
+                for g in per_replica]
+      self._gradients = tf.function(gradients)
+    return self._gradients(dist_batch)
+
+  def start_from(self, step, second_moments):
+    """Makes the optimizer continue at `step` with Adam's first moments zero and its second
+    moments `second_moments` (a list over `model.trainable_variables`), for a run that
+    starts from trained weights (`warm_start`). Each variable's moments are found through
+    the optimizer's own index (Keras 3's Adam keeps them in `_momentums` and
+    `_velocities`, in the order of `_get_variable_index`)."""
+    self.optimizer.iterations.assign(step)
+    for variable, value in zip(self.model.trainable_variables, second_moments):
+      index = self.optimizer._get_variable_index(variable)  # pylint: disable=protected-access
+      self.optimizer._momentums[index].assign(tf.zeros_like(value))  # pylint: disable=protected-access
+      self.optimizer._velocities[index].assign(value)  # pylint: disable=protected-access
 
   def distribute(self, dataset):
     """Distributes a dataset of global batches (one worker; tests and the benchmark)."""
@@ -540,7 +571,7 @@ class _CheckpointWriter:
 
 
 def train(model_config, train_config, model_dir, strategy=None, options=LoopOptions(),
-          log=print, dataset_transform=None, restore_from=None):
+          log=print, dataset_transform=None, restore_from=None, init_from=None):
   """Trains until `train_config.train_steps`, resuming from `model_dir`'s latest checkpoint.
 
   Returns the step reached. A finished run returns at once; SIGTERM or SIGINT saves a
@@ -561,6 +592,10 @@ def train(model_config, train_config, model_dir, strategy=None, options=LoopOpti
 
   `restore_from`, a checkpoint name in `model_dir` such as "ckpt-1200", resumes from it
   instead of the latest (for when the latest cannot be read).
+
+  `init_from`, an export's version directory (`export.py`), starts a model directory that
+  has no checkpoint from the exported weights and step (`warm_start`); once the run has a
+  checkpoint it resumes from that instead. One worker only.
 
   `dataset_transform`, if given, maps each input pipeline's `tf.data.Dataset` before it is
   distributed (tests use it to inject faults).
@@ -583,6 +618,21 @@ def train(model_config, train_config, model_dir, strategy=None, options=LoopOpti
   if train_config.dataset == "multi_dsprites":
     multi_dsprites.check_file(train_config.data_path, train_config.variant)
   chief = strategy.extended.should_checkpoint
+  exported = None
+  if init_from:
+    if multi_worker:
+      raise config_lib.ConfigError(
+          "--init_from applies to --strategy=mirrored only: start the run on one worker, "
+          "then resume it on the cluster from its checkpoint")
+    if tf.train.latest_checkpoint(model_dir) is None:
+      exported = warm_start.read_export(init_from)
+      warm_start.check_matches(exported, model_config)
+      if exported.step >= train_config.train_steps:
+        raise config_lib.ConfigError(
+            f"--init_from={init_from} is at step {exported.step}, not below --train_steps="
+            f"{train_config.train_steps}: give a larger --train_steps")
+    else:
+      log(f"--init_from={init_from} is not used: {model_dir} has a checkpoint to resume.")
   if chief:
     check_model_dir(model_dir, model_config, train_config)
   warning = machine.bfloat16_warning(train_config.precision,
@@ -595,7 +645,7 @@ def train(model_config, train_config, model_dir, strategy=None, options=LoopOpti
     checkpoints = _CheckpointWriter(trainer, model_dir, model_config, train_config, options,
                                     chief)
     return _train_loop(trainer, checkpoints, options, log, dataset_transform, restore_from,
-                       multi_worker)
+                       multi_worker, exported)
   except tf.errors.OpError as e:
     if not multi_worker:
       raise
@@ -607,8 +657,25 @@ def train(model_config, train_config, model_dir, strategy=None, options=LoopOpti
         "resume from it") from None
 
 
+def _warm_start(trainer, exported, log, dataset_transform):
+  """Starts `trainer` from an export's weights and step, with Adam's second moments the
+  mean squared gradient over `warm_start.MOMENT_BATCHES` batches of the stream at that
+  step (see `warm_start`)."""
+  warm_start.assign_weights(trainer.model, exported)
+  # The gradients' KL warm-up factor is the exported step's.
+  trainer.optimizer.iterations.assign(exported.step)
+  batches = iter(distributed_training_data(trainer.strategy, trainer.model_config,
+                                           trainer.train_config, exported.step,
+                                           dataset_transform))
+  moments = warm_start.mean_squared_gradients(
+      trainer.global_gradients(next(batches)) for _ in range(warm_start.MOMENT_BATCHES))
+  trainer.start_from(exported.step, moments)
+  log(f"Started from the export {exported.path} at step {exported.step} (Adam's second "
+      f"moments from {warm_start.MOMENT_BATCHES} batches).")
+
+
 def _train_loop(trainer, checkpoints, options, log, dataset_transform, restore_from,
-                multi_worker):
+                multi_worker, exported=None):
   """The body of `train`, once the trainer and its checkpoint writer exist."""
   strategy, model_dir = trainer.strategy, checkpoints.model_dir
   model_config, train_config = trainer.model_config, trainer.train_config
@@ -616,7 +683,11 @@ def _train_loop(trainer, checkpoints, options, log, dataset_transform, restore_f
     restored = _restore(trainer, checkpoints.manager, model_dir, restore_from)
     if restored:
       log(f"Resumed from {restored} at step {trainer.step}.")
+    elif exported is not None:
+      _warm_start(trainer, exported, log, dataset_transform)
     record_config(model_dir, model_config, train_config)
+    if exported is not None and not restored:
+      warm_start.record(model_dir, exported, warm_start.MOMENT_BATCHES)
   if multi_worker:
     trainer.broadcast_from_chief()
     if not checkpoints.chief:
