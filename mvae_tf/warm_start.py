@@ -85,6 +85,11 @@ def read_export(path):
   for key, value in loaded.signatures["metadata"]().items():
     value = value.numpy()
     metadata[key] = value.decode() if isinstance(value, bytes) else value.item()
+  missing = sorted({"step", "model", "num_objects", "latent_dim", "grid_size"} - set(metadata))
+  if missing or not getattr(loaded, "variables", None):
+    what = f"no {', '.join(missing)} in its metadata" if missing else "no variables"
+    raise _error(path, f"the SavedModel has {what}; give a version directory that export.py "
+                 "wrote")
   # A tf.Variable's name is the Keras variable's path with TF's ":0" output suffix.
   values = {variable.name.split(":")[0]: variable.numpy() for variable in loaded.variables}
   return ExportedWeights(path, int(metadata["step"]), values, metadata)

@@ -176,3 +176,17 @@ def test_a_directory_that_is_not_an_export_is_refused(tmp_path):
   (tmp_path / "bad" / "saved_model.pb").write_bytes(b"not a protobuf")
   with pytest.raises(config.ConfigError, match=r"cannot load the SavedModel"):
     warm_start.read_export(str(tmp_path / "bad"))
+
+
+def test_a_saved_model_that_export_py_did_not_write_is_refused(tmp_path):
+  module = tf.Module()
+  module.metadata = tf.function(lambda: {"model": tf.constant("mvae")}, input_signature=[])
+  path = str(tmp_path / "other")
+  tf.saved_model.save(module, path, signatures={"metadata": module.metadata})
+  with pytest.raises(config.ConfigError,
+                     match=r"no grid_size, latent_dim, num_objects, step in its metadata"):
+    warm_start.read_export(path)
+  path = str(tmp_path / "plain")
+  tf.saved_model.save(tf.Module(), path)
+  with pytest.raises(config.ConfigError, match=r"has no metadata signature"):
+    warm_start.read_export(path)
