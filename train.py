@@ -184,9 +184,7 @@ def configs_from_flags():
         f"--collective_timeout_secs must be > 0; received {FLAGS.collective_timeout_secs}")
   if FLAGS.strategy == "multi_worker":
     if FLAGS.init_from:
-      raise config_lib.ConfigError(
-          "--init_from applies to --strategy=mirrored only: start the run on one worker, "
-          "then resume it on the cluster from its checkpoint")
+      raise config_lib.ConfigError(config_lib.INIT_FROM_MULTI_WORKER)
     if FLAGS.num_cpu_devices != 1:
       raise config_lib.ConfigError(
           "--num_cpu_devices applies to --strategy=mirrored only; a multi-worker run has "

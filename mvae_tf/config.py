@@ -31,6 +31,10 @@ MVAE_LATENT_DIM = 12
 HEAD_KERNEL = 3
 CONFIG_FILE = "config.json"
 IMAGE_SIZE = 64
+# A warm start (`train.py --init_from`) is one worker's: its Adam moments are estimated on
+# one machine before the cluster exists.
+INIT_FROM_MULTI_WORKER = ("--init_from applies to --strategy=mirrored only: start the run "
+                          "on one worker, then resume it on the cluster from its checkpoint")
 
 
 def check_int(name, value, minimum):

@@ -621,9 +621,7 @@ def train(model_config, train_config, model_dir, strategy=None, options=LoopOpti
   exported = None
   if init_from:
     if multi_worker:
-      raise config_lib.ConfigError(
-          "--init_from applies to --strategy=mirrored only: start the run on one worker, "
-          "then resume it on the cluster from its checkpoint")
+      raise config_lib.ConfigError(config_lib.INIT_FROM_MULTI_WORKER)
     if tf.train.latest_checkpoint(model_dir) is None:
       exported = warm_start.read_export(init_from)
       warm_start.check_matches(exported, model_config)
