@@ -45,12 +45,16 @@ flags.DEFINE_enum("aggregation", _MODEL_DEFAULTS.aggregation, config_lib.AGGREGA
                   "(the paper's) or sum. MVAE only.")
 flags.DEFINE_enum("model", _MODEL_DEFAULTS.model, config_lib.MODELS,
                   "mvae, or vae for the standard VAE baseline.")
-flags.DEFINE_integer("num_pooling", _MODEL_DEFAULTS.num_pooling,
+flags.DEFINE_integer("num_pooling", None,
                      "Max-pooling layers in the encoder: the candidate grid is "
-                     "64 / 2**num_pooling cells a side.")
-flags.DEFINE_integer("suppression_radius", _MODEL_DEFAULTS.suppression_radius,
+                     "64 / 2**num_pooling cells a side. Default: "
+                     f"{config_lib.MVAE_NUM_POOLING} (8x8) for the MVAE, which won the "
+                     f"README's study; {config_lib.VAE_NUM_POOLING} (4x4) for the VAE.")
+flags.DEFINE_integer("suppression_radius", None,
                      "0: keep the top-N cells by KL (the paper). r >= 1: after selecting a "
-                     "cell, skip the cells within r of it (non-maximum suppression).")
+                     "cell, skip the cells within r of it (non-maximum suppression). "
+                     f"Default: {config_lib.MVAE_SUPPRESSION_RADIUS}, which won the README's "
+                     "study. MVAE only.")
 flags.DEFINE_integer("head_kernel", _MODEL_DEFAULTS.head_kernel,
                      "Kernel size of the encoder's head convolution on the grid (odd): 3 "
                      "lets each cell see 78 pixels, 1 limits it to 46.")
@@ -71,9 +75,10 @@ flags.DEFINE_float("kl_weight", _TRAIN_DEFAULTS.kl_weight,
                    "beta: the KL term's weight in the training objective after warm-up; 1 "
                    "is the ELBO (the paper), beta > 1 makes every object's KL cost more "
                    "(beta-VAE). The reported loss stays the negative ELBO.")
-flags.DEFINE_float("unselected_kl_weight", _TRAIN_DEFAULTS.unselected_kl_weight,
+flags.DEFINE_float("unselected_kl_weight", None,
                    "0 (the paper), or beta: add beta times the KL of the candidate cells "
-                   "that were not selected to the training objective (MVAE only).")
+                   "that were not selected to the training objective (MVAE only). Default: "
+                   f"{config_lib.MVAE_UNSELECTED_KL_WEIGHT:g}, which won the README's study.")
 flags.DEFINE_float("object_sparsity", _TRAIN_DEFAULTS.object_sparsity,
                    "lambda: add lambda * sum_n log(1 + KL_n) over the selected objects to "
                    "the training objective, a cost that makes a sprite's information "

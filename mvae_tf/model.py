@@ -87,9 +87,11 @@ class MVAE(_LatentVariableModel):
     num_objects: N, the number of objects kept by KL.
     latent_dim: D.
     aggregation: "max", "sum" or "softmax" (`decoder.aggregate`).
-    num_pooling: pooling layers in the encoder; the grid is 64 / 2**num_pooling a side.
+    num_pooling: pooling layers in the encoder; the grid is 64 / 2**num_pooling a side
+      (default `config.MVAE_NUM_POOLING`: 8x8).
     precision: "float32" or "mixed_bfloat16" (the encoder's and decoder's layers).
-    suppression_radius: 0 (top-N, the paper) or r >= 1 (`selection.TopKByKL`).
+    suppression_radius: 0 (top-N, the paper) or r >= 1 (`selection.TopKByKL`; default
+      `config.MVAE_SUPPRESSION_RADIUS`).
     decoder_width: multiplies g's and h's channels.
     learned_background: pool a trained feature map with the objects (`decoder.Decoder`).
     position_in_cell: the first two latent dimensions are the object's position, predicted
@@ -100,7 +102,8 @@ class MVAE(_LatentVariableModel):
 
   def __init__(self, num_objects=5, latent_dim=MVAE_LATENT_DIM,
                aggregation=config_lib.MVAE_AGGREGATION,
-               num_pooling=4, precision="float32", suppression_radius=0, decoder_width=1,
+               num_pooling=config_lib.MVAE_NUM_POOLING, precision="float32",
+               suppression_radius=config_lib.MVAE_SUPPRESSION_RADIUS, decoder_width=1,
                learned_background=False, position_in_cell=False,
                head_kernel=config_lib.HEAD_KERNEL, **kwargs):
     super().__init__(precision, **kwargs)
@@ -144,7 +147,7 @@ class MVAE(_LatentVariableModel):
 class VAE(_LatentVariableModel):
   """The standard VAE baseline of appendix A, presented as one 60-D object."""
 
-  def __init__(self, latent_dim=config_lib.VAE_LATENT_DIM, num_pooling=4,
+  def __init__(self, latent_dim=config_lib.VAE_LATENT_DIM, num_pooling=config_lib.VAE_NUM_POOLING,
                precision="float32", decoder_width=1, head_kernel=config_lib.HEAD_KERNEL,
                **kwargs):
     super().__init__(precision, **kwargs)

@@ -33,19 +33,24 @@ def test_depthwise_conv_counts_one_filter_per_channel():
   assert flops.forward_flops(fn, tf.TensorSpec([1, 10, 10, 3], tf.float32)) == 1536
 
 
-def _mvae_hand_count(num_objects, latent_dim=12):
+def _mvae_hand_count(num_objects, grid, latent_dim=12):
   conv = flops.conv2d_flops
+  # The trunk's four convs run before their pooling, at 64, 32, 16 and 8 pixels a side for
+  # both grids; the head's two convs (after the 2 coordinate channels) run on the grid.
   encoder = (conv(64, 64, 3, 3, 3, 32) + conv(32, 32, 3, 3, 32, 32) + conv(16, 16, 3, 3, 32, 64)
-             + conv(8, 8, 3, 3, 64, 64) + conv(4, 4, 3, 3, 66, 64)
-             + conv(4, 4, 1, 1, 64, 2 * latent_dim))
+             + conv(8, 8, 3, 3, 64, 64) + conv(grid, grid, 3, 3, 66, 64)
+             + conv(grid, grid, 1, 1, 64, 2 * latent_dim))
   g = (flops.matmul_flops(1, latent_dim, 256) + flops.matmul_flops(1, 256, 1024)
        + conv(16, 16, 3, 3, 16, 16) + conv(32, 32, 3, 3, 16, 16))
   h = conv(32, 32, 3, 3, 16, 32) + conv(64, 64, 3, 3, 32, 16) + conv(64, 64, 3, 3, 16, 3)
   return encoder + num_objects * g + h
 
 
-@pytest.mark.parametrize("num_objects", [5, 10])
-def test_the_model_is_its_layers_summed(num_objects):
-  model_config = config.ModelConfig(num_objects=num_objects)
-  assert flops.forward_flops_per_image(model_config) == _mvae_hand_count(num_objects)
-  assert flops.training_flops_per_image(model_config) == 3 * _mvae_hand_count(num_objects)
+@pytest.mark.parametrize("num_objects, num_pooling, grid", [(5, None, 8), (10, None, 8),
+                                                             (5, 4, 4)])
+def test_the_model_is_its_layers_summed(num_objects, num_pooling, grid):
+  model_config = config.ModelConfig(num_objects=num_objects, num_pooling=num_pooling)
+  assert model_config.grid_size == grid
+  hand_count = _mvae_hand_count(num_objects, grid)
+  assert flops.forward_flops_per_image(model_config) == hand_count
+  assert flops.training_flops_per_image(model_config) == 3 * hand_count

@@ -17,7 +17,8 @@ def _images(batch=B, seed=0):
 
 
 def test_mvae_shapes():
-  mvae = model.build_model(config.ModelConfig("mvae", N, D, "max", num_pooling=3))
+  mvae = model.build_model(config.ModelConfig("mvae", N, D, "max", num_pooling=3,
+                                              suppression_radius=0))
   noise = tf.random.normal([B, N, D])
   out = mvae(_images(), noise=noise)
   expected = {"loc": (B, N, D), "scale": (B, N, D), "kl": (B, N), "coords": (B, N, 2),
@@ -28,6 +29,20 @@ def test_mvae_shapes():
   # Selected KL values are the largest of the map, in descending order.
   top = -np.sort(-out["kl_map"].numpy().reshape(B, -1), axis=1)[:, :N]
   np.testing.assert_allclose(out["kl"].numpy(), top, rtol=1e-6)
+
+
+def test_the_default_mvae_selects_from_an_8x8_grid_cells_apart():
+  """Today's defaults (README, study rounds 9 and 10): an 8x8 grid, and suppression radius 1,
+  so no two of the N objects come from neighbouring cells while 64 cells leave room."""
+  mvae = model.build_model(config.ModelConfig("mvae", N, D))
+  out = mvae(_images(batch=3))
+  assert out["kl_map"].shape == (3, 8, 8)
+  # [3, N, 2]: each object's cell's (y, x) in [-1, 1], 2/7 apart; as (row, column) indices:
+  cells = np.round((out["coords"].numpy() + 1) * 7 / 2)
+  for scene in cells:
+    for i in range(N):
+      for j in range(i):
+        assert np.abs(scene[i] - scene[j]).max() >= 2
 
 
 def test_without_noise_decodes_the_posterior_means():
@@ -42,7 +57,8 @@ def test_position_in_cell_posteriors_start_at_their_cells_centre():
   """With the last conv at zero, every mean is its cell's centre and nothing else: the KL
   map is 1/2 |c|^2, the four corner cells are picked, and the latent's position is where
   the cell is."""
-  mvae = model.build_model(config.ModelConfig("mvae", 4, D, position_in_cell=True))
+  mvae = model.build_model(config.ModelConfig("mvae", 4, D, num_pooling=4, suppression_radius=0,
+                                              position_in_cell=True))
   for weight in mvae.encoder.params.weights:
     weight.assign(tf.zeros_like(weight))
   out = mvae.encode(_images())

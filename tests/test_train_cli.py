@@ -25,10 +25,10 @@ def _run(*flags, timeout=300):
 
 @pytest.mark.parametrize("flags, message", [
     (["--num_sprites=0"], r"--num_sprites.*>= 1.*Received: num_sprites=0"),
-    (["--num_sprites=3", "--num_objects=17"],
+    (["--num_sprites=3", "--num_objects=17", "--num_pooling=4"],
      r"--num_objects must be at most the number of candidates, 4x4=16"),
-    (["--num_pooling=3", "--num_objects=65"], r"8x8=64 for --num_pooling=3; received 65"),
-    (["--num_sprites=15"], r"--num_objects must be at most .* 4x4=16 .*received 17"),
+    (["--num_objects=65"], r"8x8=64 for --num_pooling=3; received 65"),
+    (["--num_sprites=63"], r"--num_objects must be at most .* 8x8=64 .*received 65"),
     (["--aggregation=mean"], r"--aggregation=mean: value should be one of <max\|sum\|softmax>"),
     (["--model=vae", "--num_objects=3"], r"--num_objects must be 1 for --model=vae"),
     (["--num_cpu_devices=2", "--batch_size=5"],

@@ -257,11 +257,11 @@ def test_a_checkpoint_that_cannot_be_written_is_rescued(tmp_path, monkeypatch):
   shutil.rmtree(rescue)
 
 
-def _first_step_matches(train_config, objective_fn):
+def _first_step_matches(train_config, objective_fn, model_config=MODEL):
   """Checks that the first training step follows the gradient of mean(objective_fn(...))
   and still reports the negative ELBO."""
-  trainer = training.Trainer(MODEL, train_config, _strategy("/cpu:0"))
-  batch = next(iter(training.training_dataset(MODEL, train_config)))
+  trainer = training.Trainer(model_config, train_config, _strategy("/cpu:0"))
+  batch = next(iter(training.training_dataset(model_config, train_config)))
   variables = trainer.model.trainable_variables
   from mvae_tf import losses
   with tf.GradientTape() as tape:
@@ -281,14 +281,15 @@ def _first_step_matches(train_config, objective_fn):
 
 def test_kl_warmup_weights_the_kl_in_the_gradient_but_not_in_the_reported_loss():
   # Step 1 of a 4-step warm-up weights the KL by 1/4.
-  _first_step_matches(_train_config(kl_warmup_steps=4, object_sparsity=0.0),
+  _first_step_matches(_train_config(kl_warmup_steps=4, object_sparsity=0.0,
+                                    unselected_kl_weight=0.0),
                       lambda terms, outputs: terms["nll"] + 0.25 * terms["kl"])
 
 
 def test_the_kl_weight_scales_the_warmed_up_kl_in_the_gradient_only():
   # Step 1 of a 4-step warm-up with beta = 2 weights the KL by 2 * 1/4.
   _first_step_matches(_train_config(kl_warmup_steps=4, kl_weight=2.0,
-                                    object_sparsity=0.0),
+                                    object_sparsity=0.0, unselected_kl_weight=0.0),
                       lambda terms, outputs: terms["nll"] + 0.5 * terms["kl"])
 
 
@@ -309,7 +310,27 @@ def test_the_unselected_cells_kl_is_penalised_in_the_gradient_only():
     left_out = tf.reduce_sum(ranked[:, MODEL.num_objects:], axis=-1)  # [B]
     return terms["nll"] + terms["kl"] + 0.5 * left_out
   _first_step_matches(_train_config(unselected_kl_weight=0.5, kl_warmup_steps=0,
-                                    object_sparsity=0.0), objective)
+                                    object_sparsity=0.0), objective,
+                      dataclasses.replace(MODEL, suppression_radius=0))
+
+
+def test_the_unselected_cost_is_on_by_default_and_follows_suppression():
+  """The MVAE's default objective adds 1x the KL of the cells not selected, and with
+  today's suppression those are not the map's lowest: they are found from the selected
+  cells' coordinates."""
+  def objective(terms, outputs):
+    kl_map = outputs["kl_map"]  # [B, H, W]
+    grid = kl_map.shape[1]
+    cells = tf.cast(tf.round((outputs["coords"] + 1) * (grid - 1) / 2), tf.int32)  # [B, N, 2]
+    selected = tf.reduce_sum(tf.one_hot(cells[..., 0] * grid + cells[..., 1], grid * grid),
+                             axis=1)  # [B, H*W], 1 where a cell was selected.
+    flat = tf.reshape(kl_map, [tf.shape(kl_map)[0], -1])  # [B, H*W]
+    left_out = tf.reduce_sum(flat * (1 - selected), axis=-1)  # [B]
+    return terms["nll"] + terms["kl"] + left_out
+  train_config = _train_config(kl_warmup_steps=0, object_sparsity=0.0)
+  assert config.resolve_train_config(MODEL, train_config).unselected_kl_weight == 1.0
+  assert MODEL.suppression_radius == config.MVAE_SUPPRESSION_RADIUS == 1
+  _first_step_matches(train_config, objective)
 
 
 def test_object_sparsity_is_warmed_up_with_the_kl_in_the_gradient_only():
@@ -317,7 +338,8 @@ def test_object_sparsity_is_warmed_up_with_the_kl_in_the_gradient_only():
   def objective(terms, outputs):
     cost = tf.reduce_sum(tf.math.log1p(outputs["kl"]), axis=-1)  # [B]
     return terms["nll"] + 0.25 * (terms["kl"] + 3.0 * cost)
-  _first_step_matches(_train_config(object_sparsity=3.0, kl_warmup_steps=4), objective)
+  _first_step_matches(_train_config(object_sparsity=3.0, kl_warmup_steps=4,
+                                    unselected_kl_weight=0.0), objective)
 
 
 @pytest.mark.parametrize("value", [-1.0, float("nan"), float("inf"), True, "2"])
@@ -340,8 +362,8 @@ def test_object_sparsity_defaults_to_the_studys_lambda_for_the_mvae_and_0_for_th
   resolved = config.resolve_train_config(MODEL, _train_config())
   assert resolved.object_sparsity == config.MVAE_OBJECT_SPARSITY == 5.0
   assert config.resolve_train_config(MODEL, resolved) == resolved
-  assert config.resolve_train_config(MODEL, _train_config(object_sparsity=0.0)) == (
-      _train_config(object_sparsity=0.0))  # The paper's objective stays reachable.
+  paper = _train_config(object_sparsity=0.0, unselected_kl_weight=0.0)
+  assert config.resolve_train_config(MODEL, paper) == paper  # The paper's stays reachable.
   vae = config.ModelConfig("vae", num_objects=1, latent_dim=7)
   assert config.resolve_train_config(vae, _train_config()).object_sparsity == 0.0
   assert training.Trainer(MODEL, _train_config(), _strategy("/cpu:0")).train_config == (
@@ -363,6 +385,39 @@ def test_a_config_json_from_before_object_sparsity_reads_as_the_papers_objective
   training.check_model_dir(str(tmp_path), MODEL, _train_config(object_sparsity=0))
   with pytest.raises(config.ConfigError, match=r"train\.object_sparsity: 0\.0 -> 5\.0"):
     training.check_model_dir(str(tmp_path), MODEL, _train_config())
+
+
+def test_the_grid_suppression_and_unselected_cost_default_to_the_studys_for_the_mvae_only():
+  mvae, vae = config.ModelConfig(), config.ModelConfig("vae", num_objects=1, latent_dim=7)
+  assert (mvae.num_pooling, mvae.grid_size, mvae.suppression_radius) == (3, 8, 1)
+  assert (vae.num_pooling, vae.grid_size, vae.suppression_radius) == (4, 4, 0)
+  assert config.TrainConfig().unselected_kl_weight is None  # The model's, resolved late.
+  assert config.resolve_train_config(mvae, _train_config()).unselected_kl_weight == 1.0
+  assert config.resolve_train_config(vae, _train_config()).unselected_kl_weight == 0.0
+  # The paper's selection on this project's first grid stays two flags away.
+  paper = config.ModelConfig(num_pooling=4, suppression_radius=0)
+  assert (paper.grid_size, paper.suppression_radius) == (4, 0)
+
+
+def test_a_config_json_from_before_the_grid_defaults_reads_as_4x4_top_n(tmp_path):
+  """A run recorded before the settings existed trained with a 4x4 grid, top-N selection and
+  no unselected cost; it resumes with those flags, and today's defaults are named."""
+  old_model = config.ModelConfig(num_objects=3, latent_dim=5, num_pooling=4,
+                                 suppression_radius=0)
+  old_train = _train_config(unselected_kl_weight=0.0)
+  saved = config.to_dict(old_model, old_train)
+  for section, key in [("model", "num_pooling"), ("model", "suppression_radius"),
+                       ("train", "unselected_kl_weight")]:
+    del saved[section][key]  # As written before the setting existed.
+  config.write_json_atomic(config.config_path(str(tmp_path)), saved)
+  model_config, train_config = config.read_run_config(str(tmp_path))
+  assert (model_config.num_pooling, model_config.suppression_radius) == (4, 0)
+  assert train_config.unselected_kl_weight == 0.0
+  training.check_model_dir(str(tmp_path), old_model, old_train)  # Resumes: no difference.
+  with pytest.raises(config.ConfigError, match=r"model\.num_pooling: 4 -> 3.*"
+                                               r"model\.suppression_radius: 0 -> 1"):
+    training.check_model_dir(str(tmp_path), config.ModelConfig(num_objects=3, latent_dim=5),
+                             old_train)
 
 
 def test_the_unselected_kl_weight_is_checked():
