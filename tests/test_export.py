@@ -353,12 +353,12 @@ def test_readme_python_examples_run(mvae_run):
     assert result.returncode == 0, (block, result.stderr[-2000:])
 
 
-# (name, num_sprites, N, smallest accuracy on these 64 scenes). Guessing the most likely
+# (name, num_sprites, N, grid, smallest accuracy on these 64 scenes). Guessing the most likely
 # count scores 3/8 at 0-3 sprites and 70/256 at 0-8 (each sprite present with probability
 # 0.5); on these 64 scenes the best constant guess scores 0.375 at 8 sprites. Measured: the
 # 8-sprite model counts 0.45 of them (46.2% on the 12,800 test scenes).
-SHIPPED_MODELS = [("mvae_3sprites", 3, 5, 0.5), ("mvae_3sprites_paper", 3, 5, 0.5),
-                  ("mvae_8sprites", 8, 10, 0.4)]
+SHIPPED_MODELS = [("mvae_3sprites", 3, 5, 4, 0.5), ("mvae_3sprites_paper", 3, 5, 4, 0.5),
+                  ("mvae_3sprites_grid8", 3, 5, 8, 0.5), ("mvae_8sprites", 8, 10, 4, 0.4)]
 
 
 def _only_version(name):
@@ -369,15 +369,15 @@ def _only_version(name):
   return os.path.join(base, versions[0]), versions[0]
 
 
-@pytest.mark.parametrize("name, num_sprites, num_objects, min_accuracy", SHIPPED_MODELS)
+@pytest.mark.parametrize("name, num_sprites, num_objects, grid, min_accuracy", SHIPPED_MODELS)
 def test_the_shipped_pretrained_model_loads_and_counts_in_the_c_loader(
-    name, num_sprites, num_objects, min_accuracy):
+    name, num_sprites, num_objects, grid, min_accuracy):
   export_dir, version = _only_version(name)
   c_model = c_saved_model.CSavedModel(export_dir)
   try:
     meta = c_model.run("metadata", {})
     assert (int(meta["num_objects"]), int(meta["latent_dim"]), int(meta["grid_size"]),
-            str(int(meta["step"]))) == (num_objects, 12, 4, version)
+            str(int(meta["step"]))) == (num_objects, 12, grid, version)
     from mvae_tf import data
     batch = next(iter(data.make_dataset(num_sprites, 64, seed=77)))
     kl_map = c_model.run("encode", {"images": batch["image"].numpy()})["kl_map"]
