@@ -325,7 +325,7 @@ def to_dict(model_config, train_config):
 # `num_pooling` or `suppression_radius` with a 4x4 grid and plain top-N selection.
 _UNRECORDED_TRAIN_SETTINGS = {"kl_warmup_steps": 0, "object_sparsity": 0.0,
                               "unselected_kl_weight": 0.0}
-_UNRECORDED_MODEL_SETTINGS = {"num_pooling": VAE_NUM_POOLING, "suppression_radius": 0}
+_UNRECORDED_MODEL_SETTINGS = {"num_pooling": 4, "suppression_radius": 0}
 
 # The MVAE's defaults of the training costs that `resolve_train_config` fills in; the VAE's
 # are 0.
