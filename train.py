@@ -55,6 +55,11 @@ flags.DEFINE_integer("suppression_radius", None,
                      "cell, skip the cells within r of it (non-maximum suppression). "
                      f"Default: {config_lib.MVAE_SUPPRESSION_RADIUS}, which won the README's "
                      "study. MVAE only.")
+flags.DEFINE_float("suppression_kl_ratio", _MODEL_DEFAULTS.suppression_kl_ratio,
+                   "With suppression, skip only the neighbours of a selected cell whose KL is "
+                   "at most this fraction of its KL, so that a second sprite beside it can "
+                   "still be selected; 1 skips them all. In (0, 1]. MVAE only; not in the "
+                   "paper.")
 flags.DEFINE_integer("head_kernel", _MODEL_DEFAULTS.head_kernel,
                      "Kernel size of the encoder's head convolution on the grid (odd): 3 "
                      "lets each cell see 78 pixels, 1 limits it to 46.")
@@ -174,7 +179,7 @@ def configs_from_flags():
       aggregation=None if is_vae else FLAGS.aggregation, num_pooling=FLAGS.num_pooling,
       suppression_radius=FLAGS.suppression_radius, decoder_width=FLAGS.decoder_width,
       learned_background=FLAGS.learned_background, position_in_cell=FLAGS.position_in_cell,
-      head_kernel=FLAGS.head_kernel)
+      head_kernel=FLAGS.head_kernel, suppression_kl_ratio=FLAGS.suppression_kl_ratio)
   for name in ("checkpoint_every_secs", "log_every_secs"):
     if getattr(FLAGS, name) <= 0:
       raise config_lib.ConfigError(f"--{name} must be > 0; received {getattr(FLAGS, name)}")

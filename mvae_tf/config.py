@@ -56,6 +56,15 @@ def check_int(name, value, minimum):
         f"Received: {name}={value!r}")
 
 
+def check_ratio(name, value):
+  """Raises ValueError unless `value` is a number in (0, 1]."""
+  if (isinstance(value, bool) or not isinstance(value, (int, float))
+      or not 0.0 < value <= 1.0):
+    raise ValueError(
+        f"Invalid value received for argument `{name}`. Expected a number in (0, 1]. "
+        f"Received: {name}={value!r}")
+
+
 def validate_data_args(num_sprites, batch_size, seed, presence_prob):
   """Raises ValueError naming the first bad argument of `make_dataset`."""
   check_int("num_sprites", num_sprites, 1)
@@ -125,6 +134,9 @@ class ModelConfig:
       after the coordinates are added (appendix A gives no sizes). With 3 each cell's
       receptive field is 78 pixels across, more than the 64-pixel image, so any cell can
       encode any sprite; with 1 it is 46. An odd integer >= 1.
+    suppression_kl_ratio: ρ in (0, 1]. With suppression, a neighbour of a selected cell is
+      skipped only if its KL is at most ρ times that cell's (`selection.TopKByKL`); 1 (the
+      default) skips every neighbour. Needs suppression_radius >= 1 when below 1. MVAE only.
   """
   model: str = "mvae"
   num_objects: int = 5
@@ -136,6 +148,7 @@ class ModelConfig:
   learned_background: bool = False
   position_in_cell: bool = False
   head_kernel: int = HEAD_KERNEL
+  suppression_kl_ratio: float = 1.0
 
   def __post_init__(self):
     _require(self.model in MODELS,
@@ -178,11 +191,22 @@ class ModelConfig:
       _require(self.suppression_radius == 0,
                "--suppression_radius does not apply to --model=vae (it selects no cells); "
                f"received {self.suppression_radius}")
+      _require(self.suppression_kl_ratio == 1.0,
+               "--suppression_kl_ratio does not apply to --model=vae (it selects no cells); "
+               f"received {self.suppression_kl_ratio}")
       _require(self.num_objects == 1,
                f"--num_objects must be 1 for --model=vae; received {self.num_objects}")
       _require(self.aggregation == "max",
                "--aggregation does not apply to --model=vae (it decodes one latent, with "
                f"nothing to pool); received {self.aggregation!r}")
+    _require(not isinstance(self.suppression_kl_ratio, bool)
+             and isinstance(self.suppression_kl_ratio, (int, float))
+             and 0.0 < self.suppression_kl_ratio <= 1.0,
+             "--suppression_kl_ratio must be a number in (0, 1]; received "
+             f"{self.suppression_kl_ratio!r}")
+    _require(self.suppression_kl_ratio == 1.0 or self.suppression_radius >= 1,
+             f"--suppression_kl_ratio={self.suppression_kl_ratio} needs suppression "
+             "(--suppression_radius >= 1); received --suppression_radius=0")
     _require(not self.position_in_cell or self.latent_dim >= 3,
              "--position_in_cell needs --latent_dim >= 3 (two dimensions of position and at "
              f"least one of appearance); received {self.latent_dim}")

@@ -98,6 +98,8 @@ class MVAE(_LatentVariableModel):
       from its cell's centre (`encoder.anchor_positions`) and applied by the decoder as a
       translation (`decoder.Decoder`).
     head_kernel: the encoder's head convolution's kernel size (`encoder.CandidateEncoder`).
+    suppression_kl_ratio: with suppression, skip only the neighbours with at most this
+      fraction of the selected cell's KL (`selection.TopKByKL`; 1: all of them).
   """
 
   def __init__(self, num_objects=5, latent_dim=MVAE_LATENT_DIM,
@@ -105,15 +107,16 @@ class MVAE(_LatentVariableModel):
                num_pooling=config_lib.MVAE_NUM_POOLING, precision="float32",
                suppression_radius=config_lib.MVAE_SUPPRESSION_RADIUS, decoder_width=1,
                learned_background=False, position_in_cell=False,
-               head_kernel=config_lib.HEAD_KERNEL, **kwargs):
+               head_kernel=config_lib.HEAD_KERNEL, suppression_kl_ratio=1.0, **kwargs):
     super().__init__(precision, **kwargs)
     self.config = config_lib.ModelConfig("mvae", num_objects, latent_dim, aggregation,
                                          num_pooling, suppression_radius, decoder_width,
-                                         learned_background, position_in_cell, head_kernel)
+                                         learned_background, position_in_cell, head_kernel,
+                                         suppression_kl_ratio)
     self.encoder = encoder_lib.CandidateEncoder(latent_dim, num_pooling, head_kernel,
                                                 name="encoder", dtype=precision)
-    self.top_k = selection.TopKByKL(num_objects, suppression_radius, name="top_k_by_kl",
-                                    dtype="float32")
+    self.top_k = selection.TopKByKL(num_objects, suppression_radius, suppression_kl_ratio,
+                                    name="top_k_by_kl", dtype="float32")
     self.decoder = decoder_lib.Decoder(aggregation, decoder_width, learned_background,
                                        position_in_cell, name="decoder", dtype=precision)
 
@@ -180,7 +183,8 @@ class VAE(_LatentVariableModel):
   def get_config(self):
     return {"latent_dim": self.config.latent_dim, "num_pooling": self.config.num_pooling,
             "precision": self.precision, "decoder_width": self.config.decoder_width,
-            "head_kernel": self.config.head_kernel}
+            "head_kernel": self.config.head_kernel,
+            "suppression_kl_ratio": self.config.suppression_kl_ratio}
 
 
 def build_model(model_config, precision="float32"):
@@ -196,6 +200,7 @@ def build_model(model_config, precision="float32"):
     model = MVAE(model_config.num_objects, model_config.latent_dim, model_config.aggregation,
                  model_config.num_pooling, precision, model_config.suppression_radius,
                  model_config.decoder_width, model_config.learned_background,
-                 model_config.position_in_cell, model_config.head_kernel, name="mvae")
+                 model_config.position_in_cell, model_config.head_kernel,
+                 model_config.suppression_kl_ratio, name="mvae")
   model.build()
   return model

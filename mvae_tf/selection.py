@@ -12,6 +12,18 @@ take the cell of largest KL, then ignore every cell within Chebyshev distance r 
 (r = 1: its 8 neighbours), and repeat. When fewer than N cells are left unsuppressed the
 remaining picks are the suppressed cells in descending KL, so N objects are always kept.
 The selected objects are returned in descending KL either way.
+
+Suppression by KL ratio (an option). Radius-1 suppression on an 8x8 grid also skips a
+second sprite that sits in the cell beside the first: two sprites under about 16 pixels
+apart are then read as one (README, study round 10). With `suppression_kl_ratio=ρ < 1` a
+neighbour of a selected cell i is suppressed only if
+
+  KL_j <= ρ · KL_i,
+
+so a neighbour that carries little information (a fragment of sprite i, or background)
+is skipped, while one that carries nearly as much as i (a sprite of its own) stays
+selectable. ρ = 1 suppresses every neighbour (no unsuppressed cell has more KL than the
+cell just picked), which is the plain suppression above.
 """
 
 import numpy as np
@@ -21,6 +33,7 @@ import tensorflow as tf
 
 from mvae_tf import encoder
 from mvae_tf.config import check_int
+from mvae_tf.config import check_ratio
 
 
 class TopKByKL(keras.layers.Layer):
@@ -30,6 +43,8 @@ class TopKByKL(keras.layers.Layer):
     num_objects: N, how many cells to keep; at most H * W.
     suppression_radius: 0 (the paper's plain top-N), or r >= 1 to suppress the cells within
       Chebyshev distance r of each selected one (see the module docstring).
+    suppression_kl_ratio: ρ in (0, 1]: suppress only the neighbours with at most ρ times the
+      selected cell's KL; 1 (the default) suppresses them all.
 
   Call arguments:
     loc, scale: float32 [B, H, W, D], the candidates' posterior parameters.
@@ -44,12 +59,14 @@ class TopKByKL(keras.layers.Layer):
       kl_map: [B, H, W], the input KL map.
   """
 
-  def __init__(self, num_objects, suppression_radius=0, **kwargs):
+  def __init__(self, num_objects, suppression_radius=0, suppression_kl_ratio=1.0, **kwargs):
     super().__init__(**kwargs)
     check_int("num_objects", num_objects, 1)
     check_int("suppression_radius", suppression_radius, 0)
+    check_ratio("suppression_kl_ratio", suppression_kl_ratio)
     self.num_objects = num_objects
     self.suppression_radius = suppression_radius
+    self.suppression_kl_ratio = float(suppression_kl_ratio)
 
   def call(self, loc, scale, kl_map):
     height, width = kl_map.shape[1], kl_map.shape[2]
@@ -98,7 +115,12 @@ class TopKByKL(keras.layers.Layer):
       pick = tf.argmax(score, axis=1, output_type=tf.int32)  # [B]
       picks.append(pick)
       taken |= tf.one_hot(pick, height * width, on_value=True, off_value=False)
-      suppressed |= tf.gather(near, pick)  # [B, H*W]
+      near_pick = tf.gather(near, pick)  # [B, H*W]: the cells within r of this pick
+      if self.suppression_kl_ratio < 1.0:
+        # Only the neighbours with little KL beside the pick's: fragments, not sprites.
+        pick_kl = tf.gather(flat_kl, pick, batch_dims=1)  # [B]
+        near_pick &= flat_kl <= self.suppression_kl_ratio * pick_kl[:, None]  # [B, H*W]
+      suppressed |= near_pick
     indices = tf.stack(picks, axis=1)  # [B, N], in selection order
     # Descending KL, as without suppression.
     _, order = tf.math.top_k(tf.gather(flat_kl, indices, batch_dims=1), k=self.num_objects)
@@ -106,4 +128,5 @@ class TopKByKL(keras.layers.Layer):
 
   def get_config(self):
     return {**super().get_config(), "num_objects": self.num_objects,
-            "suppression_radius": self.suppression_radius}
+            "suppression_radius": self.suppression_radius,
+            "suppression_kl_ratio": self.suppression_kl_ratio}

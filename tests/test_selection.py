@@ -140,3 +140,47 @@ def test_suppression_gradient_reaches_the_selected_posteriors():
 def test_a_negative_radius_is_refused():
   with pytest.raises(ValueError, match=r"`suppression_radius`. Expected an integer >= 0"):
     selection.TopKByKL(3, suppression_radius=-1)
+
+
+def _select_ratio(kl_map, num_objects, radius, ratio):
+  b, h, w = kl_map.shape
+  loc = np.tile(np.arange(h * w, dtype=np.float32).reshape(1, h, w, 1), [b, 1, 1, 1])
+  out = selection.TopKByKL(num_objects, suppression_radius=radius, suppression_kl_ratio=ratio)(
+      tf.constant(loc), tf.constant(loc + 1.0), tf.constant(kl_map, tf.float32))
+  return out["indices"].numpy(), out["kl"].numpy()
+
+
+def test_a_kl_ratio_keeps_a_second_sprite_beside_the_first_but_skips_a_fragment():
+  # Sprite 1 at (1, 1) with KL 10 and a fragment of it at (1, 2) with KL 3; sprite 2 at
+  # (0, 0), beside sprite 1, with KL 8; background elsewhere at 0.5 or less.
+  kl_map = np.full([1, 4, 4], 0.5, np.float32)
+  kl_map[0, 1, 1], kl_map[0, 1, 2], kl_map[0, 0, 0], kl_map[0, 3, 3] = 10.0, 3.0, 8.0, 0.2
+  # Plain suppression skips sprite 2 with the fragment; the third pick is background.
+  plain, _ = _select_ratio(kl_map, 3, radius=1, ratio=1.0)
+  np.testing.assert_array_equal(plain[0, :1], [5])
+  assert 0 not in plain[0] and 6 not in plain[0]
+  # ρ = 0.5: 8 > 0.5 * 10 keeps sprite 2; 3 <= 5 skips the fragment. After sprite 2 (KL 8)
+  # its own neighbours below 4 are skipped too, so the third pick is background.
+  indices, kl = _select_ratio(kl_map, 3, radius=1, ratio=0.5)
+  np.testing.assert_array_equal(indices[0, :2], [5, 0])
+  np.testing.assert_array_equal(kl[0, :2], [10.0, 8.0])
+  assert 6 not in indices[0] and kl[0, 2] == 0.5
+  # ρ = 0.25: 3 > 2.5, so the fragment is kept as well, after the two sprites.
+  np.testing.assert_array_equal(_select_ratio(kl_map, 3, radius=1, ratio=0.25)[0], [[5, 0, 6]])
+
+
+def test_a_kl_ratio_near_one_is_plain_suppression():
+  rng = np.random.RandomState(5)
+  kl_map = rng.exponential(size=(6, 5, 5)).astype(np.float32)
+  plain, plain_kl = _select_ratio(kl_map, 6, radius=1, ratio=1.0)
+  near_one, near_one_kl = _select_ratio(kl_map, 6, radius=1, ratio=1.0 - 1e-6)
+  np.testing.assert_array_equal(near_one, plain)
+  np.testing.assert_array_equal(near_one_kl, plain_kl)
+  # And a small ratio differs: it lets neighbours through.
+  assert not np.array_equal(_select_ratio(kl_map, 6, radius=1, ratio=0.05)[0], plain)
+
+
+@pytest.mark.parametrize("bad", [0.0, -0.5, 1.5, float("nan"), True, "0.5"])
+def test_a_bad_kl_ratio_is_refused(bad):
+  with pytest.raises(ValueError, match=r"`suppression_kl_ratio`. Expected a number in \(0, 1\]"):
+    selection.TopKByKL(3, suppression_radius=1, suppression_kl_ratio=bad)

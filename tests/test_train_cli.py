@@ -55,6 +55,10 @@ def _run(*flags, timeout=300):
     (["--init_from=no/such/export"], r"--init_from=no/such/export: no such directory"),
     (["--init_from=pretrained/mvae_3sprites"],
      r"not a SavedModel \(no saved_model.pb\); it holds the versions \d+: give one"),
+    (["--suppression_kl_ratio=1.5"], r"--suppression_kl_ratio must be a number in \(0, 1\]; "
+                                     r"received 1\.5"),
+    (["--suppression_radius=0", "--suppression_kl_ratio=0.5"],
+     r"--suppression_kl_ratio=0\.5 needs suppression"),
     (["--checkpoint_every_steps=0"], r"--checkpoint_every_steps must be >= 1; received 0"),
     (["--dataset=multi_dsprites", "--variant=binarized", "--num_sprites=4",
       "--data_path=x"], r"--num_sprites=4 does not match --variant=binarized"),

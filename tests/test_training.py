@@ -420,6 +420,33 @@ def test_a_config_json_from_before_the_grid_defaults_reads_as_4x4_top_n(tmp_path
                              old_train)
 
 
+def test_a_config_json_without_the_kl_ratio_reads_as_plain_suppression_and_resumes(tmp_path):
+  """Runs recorded before `suppression_kl_ratio` existed suppressed every neighbour: 1."""
+  saved = config.to_dict(config.ModelConfig(num_objects=3, latent_dim=5), _train_config())
+  assert saved["model"]["suppression_kl_ratio"] == 1.0
+  del saved["model"]["suppression_kl_ratio"]
+  config.write_json_atomic(config.config_path(str(tmp_path)), saved)
+  assert config.read_run_config(str(tmp_path))[0].suppression_kl_ratio == 1.0
+  training.check_model_dir(str(tmp_path), config.ModelConfig(num_objects=3, latent_dim=5),
+                           _train_config())
+  with pytest.raises(config.ConfigError, match=r"model\.suppression_kl_ratio: 1\.0 -> 0\.5"):
+    training.check_model_dir(str(tmp_path), config.ModelConfig(
+        num_objects=3, latent_dim=5, suppression_kl_ratio=0.5), _train_config())
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"suppression_kl_ratio": 0.0}, r"--suppression_kl_ratio must be a number in \(0, 1\]"),
+    ({"suppression_kl_ratio": True}, r"--suppression_kl_ratio must be a number in \(0, 1\]"),
+    ({"suppression_kl_ratio": 0.5, "suppression_radius": 0},
+     r"--suppression_kl_ratio=0\.5 needs suppression \(--suppression_radius >= 1\)"),
+    ({"model": "vae", "num_objects": 1, "suppression_kl_ratio": 0.5},
+     r"--suppression_kl_ratio does not apply to --model=vae"),
+])
+def test_the_kl_ratio_is_checked(kwargs, message):
+  with pytest.raises(config.ConfigError, match=message):
+    config.ModelConfig(**kwargs)
+
+
 def test_the_unselected_kl_weight_is_checked():
   with pytest.raises(config.ConfigError, match=r"--unselected_kl_weight must be a number >= 0"):
     _train_config(unselected_kl_weight=-1.0)
@@ -428,11 +455,12 @@ def test_the_unselected_kl_weight_is_checked():
     training.Trainer(vae, _train_config(unselected_kl_weight=1.0), _strategy("/cpu:0"))
 
 
-def test_suppression_a_wider_decoder_and_a_learned_background_train():
+def test_suppression_by_kl_ratio_a_wider_decoder_and_a_learned_background_train():
   model_config = config.ModelConfig("mvae", num_objects=3, latent_dim=5, num_pooling=3,
                                     suppression_radius=1, decoder_width=2,
-                                    learned_background=True)
+                                    learned_background=True, suppression_kl_ratio=0.5)
   trainer = training.Trainer(model_config, _train_config(), _strategy("/cpu:0"))
+  assert trainer.model.top_k.suppression_kl_ratio == 0.5
   assert trainer.model.decoder.object_network.conv2.filters == 32
   assert trainer.model.decoder.renderer.conv1.filters == 64
   iterator = iter(trainer.distribute(training.training_dataset(model_config,
