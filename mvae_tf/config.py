@@ -56,10 +56,15 @@ def check_int(name, value, minimum):
         f"Received: {name}={value!r}")
 
 
+def is_ratio(value):
+  """A number (not a bool) in (0, 1]."""
+  return (not isinstance(value, bool) and isinstance(value, (int, float))
+          and 0.0 < value <= 1.0)
+
+
 def check_ratio(name, value):
   """Raises ValueError unless `value` is a number in (0, 1]."""
-  if (isinstance(value, bool) or not isinstance(value, (int, float))
-      or not 0.0 < value <= 1.0):
+  if not is_ratio(value):
     raise ValueError(
         f"Invalid value received for argument `{name}`. Expected a number in (0, 1]. "
         f"Received: {name}={value!r}")
@@ -199,9 +204,7 @@ class ModelConfig:
       _require(self.aggregation == "max",
                "--aggregation does not apply to --model=vae (it decodes one latent, with "
                f"nothing to pool); received {self.aggregation!r}")
-    _require(not isinstance(self.suppression_kl_ratio, bool)
-             and isinstance(self.suppression_kl_ratio, (int, float))
-             and 0.0 < self.suppression_kl_ratio <= 1.0,
+    _require(is_ratio(self.suppression_kl_ratio),
              "--suppression_kl_ratio must be a number in (0, 1]; received "
              f"{self.suppression_kl_ratio!r}")
     _require(self.suppression_kl_ratio == 1.0 or self.suppression_radius >= 1,

@@ -144,7 +144,8 @@ class MVAE(_LatentVariableModel):
             "decoder_width": self.config.decoder_width,
             "learned_background": self.config.learned_background,
             "position_in_cell": self.config.position_in_cell,
-            "head_kernel": self.config.head_kernel}
+            "head_kernel": self.config.head_kernel,
+            "suppression_kl_ratio": self.config.suppression_kl_ratio}
 
 
 class VAE(_LatentVariableModel):
@@ -183,8 +184,7 @@ class VAE(_LatentVariableModel):
   def get_config(self):
     return {"latent_dim": self.config.latent_dim, "num_pooling": self.config.num_pooling,
             "precision": self.precision, "decoder_width": self.config.decoder_width,
-            "head_kernel": self.config.head_kernel,
-            "suppression_kl_ratio": self.config.suppression_kl_ratio}
+            "head_kernel": self.config.head_kernel}
 
 
 def build_model(model_config, precision="float32"):

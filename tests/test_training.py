@@ -461,6 +461,7 @@ def test_suppression_by_kl_ratio_a_wider_decoder_and_a_learned_background_train(
                                     learned_background=True, suppression_kl_ratio=0.5)
   trainer = training.Trainer(model_config, _train_config(), _strategy("/cpu:0"))
   assert trainer.model.top_k.suppression_kl_ratio == 0.5
+  assert trainer.model.get_config()["suppression_kl_ratio"] == 0.5
   assert trainer.model.decoder.object_network.conv2.filters == 32
   assert trainer.model.decoder.renderer.conv1.filters == 64
   iterator = iter(trainer.distribute(training.training_dataset(model_config,
