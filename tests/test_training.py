@@ -360,7 +360,7 @@ def test_object_sparsity_defaults_to_the_studys_lambda_for_the_mvae_and_0_for_th
     tmp_path):
   assert config.TrainConfig().object_sparsity is None  # The model's default, resolved late.
   resolved = config.resolve_train_config(MODEL, _train_config())
-  assert resolved.object_sparsity == config.MVAE_OBJECT_SPARSITY == 5.0
+  assert resolved.object_sparsity == config.MVAE_OBJECT_SPARSITY == 0.0  # Round 14.
   assert config.resolve_train_config(MODEL, resolved) == resolved
   paper = _train_config(object_sparsity=0.0, unselected_kl_weight=0.0)
   assert config.resolve_train_config(MODEL, paper) == paper  # The paper's stays reachable.
@@ -371,10 +371,16 @@ def test_object_sparsity_defaults_to_the_studys_lambda_for_the_mvae_and_0_for_th
   # config.json records the resolved value, and a run resumes only with it.
   training.prepare_model_dir(str(tmp_path), MODEL, _train_config())
   with open(config.config_path(str(tmp_path))) as f:
-    assert json.load(f)["train"]["object_sparsity"] == 5.0
-  training.check_model_dir(str(tmp_path), MODEL, _train_config(object_sparsity=5))
+    assert json.load(f)["train"]["object_sparsity"] == 0.0
+  training.check_model_dir(str(tmp_path), MODEL, _train_config(object_sparsity=0))
+  with pytest.raises(config.ConfigError, match=r"train\.object_sparsity: 0\.0 -> 5\.0"):
+    training.check_model_dir(str(tmp_path), MODEL, _train_config(object_sparsity=5.0))
+  # A run of the earlier default (lambda 5, as every shipped model) resumes only with it.
+  earlier = tmp_path / "earlier"
+  training.prepare_model_dir(str(earlier), MODEL, _train_config(object_sparsity=5.0))
+  training.check_model_dir(str(earlier), MODEL, _train_config(object_sparsity=5))
   with pytest.raises(config.ConfigError, match=r"train\.object_sparsity: 5\.0 -> 0\.0"):
-    training.check_model_dir(str(tmp_path), MODEL, _train_config(object_sparsity=0.0))
+    training.check_model_dir(str(earlier), MODEL, _train_config())
 
 
 def test_a_config_json_from_before_object_sparsity_reads_as_the_papers_objective(tmp_path):
@@ -382,9 +388,9 @@ def test_a_config_json_from_before_object_sparsity_reads_as_the_papers_objective
   del saved["train"]["object_sparsity"]  # As written before the setting existed.
   config.write_json_atomic(config.config_path(str(tmp_path)), saved)
   assert config.read_run_config(str(tmp_path))[1].object_sparsity == 0.0
-  training.check_model_dir(str(tmp_path), MODEL, _train_config(object_sparsity=0))
+  training.check_model_dir(str(tmp_path), MODEL, _train_config())  # Today's default, 0.
   with pytest.raises(config.ConfigError, match=r"train\.object_sparsity: 0\.0 -> 5\.0"):
-    training.check_model_dir(str(tmp_path), MODEL, _train_config())
+    training.check_model_dir(str(tmp_path), MODEL, _train_config(object_sparsity=5.0))
 
 
 def test_the_grid_suppression_and_unselected_cost_default_to_the_studys_for_the_mvae_only():
