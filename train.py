@@ -89,7 +89,7 @@ flags.DEFINE_float("object_sparsity", _TRAIN_DEFAULTS.object_sparsity,
                    "the training objective, a cost that makes a sprite's information "
                    "cheaper in one object than spread over two (MVAE only). Default: "
                    f"{config_lib.MVAE_OBJECT_SPARSITY:g}, the paper's objective, which won "
-                   "the README's study round 14 against 5 (the shipped models' lambda).")
+                   "the README's study round 14 against 5 (the shipped MVAEs' lambda).")
 flags.DEFINE_integer("batch_size", _TRAIN_DEFAULTS.batch_size,
                      "Global batch size, split evenly across replicas.")
 flags.DEFINE_integer("train_steps", _TRAIN_DEFAULTS.train_steps, "Total optimizer steps.")

@@ -375,7 +375,7 @@ def test_object_sparsity_defaults_to_the_studys_lambda_for_the_mvae_and_0_for_th
   training.check_model_dir(str(tmp_path), MODEL, _train_config(object_sparsity=0))
   with pytest.raises(config.ConfigError, match=r"train\.object_sparsity: 0\.0 -> 5\.0"):
     training.check_model_dir(str(tmp_path), MODEL, _train_config(object_sparsity=5.0))
-  # A run of the earlier default (lambda 5, as every shipped model) resumes only with it.
+  # A run of the earlier default (lambda 5, as the shipped MVAEs) resumes only with it.
   earlier = tmp_path / "earlier"
   training.prepare_model_dir(str(earlier), MODEL, _train_config(object_sparsity=5.0))
   training.check_model_dir(str(earlier), MODEL, _train_config(object_sparsity=5))
