@@ -21,8 +21,8 @@ MVAE_AGGREGATION = "softmax"
 # objective. 5 won study rounds 5 and 6 on the 4x4 grid and was the default until round 14
 # (README, "Object counting"), where, on today's 8x8 grid with suppression and the
 # unselected cost, 0 counted better on four seeds of four on held-out scenes, with a higher
-# FG-ARI and exchange. The shipped MVAEs but the paper's were trained
-# with 5. The VAE's lambda is 0.
+# FG-ARI and exchange. The shipped MVAEs but the paper's were trained with 5. The VAE's
+# lambda is 0.
 MVAE_OBJECT_SPARSITY = 0.0
 # The MVAE's default candidate grid, selection and cost on unselected cells: an 8x8 grid
 # (`num_pooling` 3), suppression of the 8 neighbours of each selected cell
