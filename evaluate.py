@@ -5,7 +5,9 @@ r"""The paper's experiments on a trained run: figures and measured numbers.
 
 Writes PNG figures and metrics.json into --output_dir (and, with --tensorboard, the same as
 TensorBoard summaries under --output_dir/tensorboard). --vae_model_dir adds the VAE
-baseline: its test ELBO, its traversals and its training curve.
+baseline: its test ELBO, its traversals and its training curve; --vae_saved_model adds the
+same from an exported VAE (such as pretrained/vae_3sprites/55000), without the curve, which
+an export does not keep.
 """
 
 import json
@@ -22,6 +24,8 @@ from absl import flags
 flags.DEFINE_string("model_dir", None, "A train.py model directory.")
 flags.DEFINE_string("saved_model", None, "An exported version, E/<V>, instead of --model_dir.")
 flags.DEFINE_string("vae_model_dir", None, "A --model=vae run to compare against.")
+flags.DEFINE_string("vae_saved_model", None, "An exported --model=vae version, E/<V>, to "
+                    "compare against, instead of --vae_model_dir.")
 flags.DEFINE_string("output_dir", None, "Where figures and metrics.json go.")
 flags.DEFINE_integer("num_sprites", None, "Scene sprites; default: what the model was "
                      "trained on (its config.json, or the export's metadata).")
@@ -75,10 +79,12 @@ def main(argv):
     _fail(f"--num_sprites must be >= 1; received {FLAGS.num_sprites}")
   if FLAGS.presence_prob is not None and not 0 <= FLAGS.presence_prob <= 1:
     _fail(f"--presence_prob must be between 0 and 1; received {FLAGS.presence_prob}")
-  if FLAGS.saved_model and not os.path.isfile(os.path.join(FLAGS.saved_model,
-                                                           "saved_model.pb")):
-    _fail(f"--saved_model {FLAGS.saved_model!r} holds no saved_model.pb: give one exported "
-          "version, E/<V>")
+  if FLAGS.vae_model_dir and FLAGS.vae_saved_model:
+    _fail("give at most one of --vae_model_dir and --vae_saved_model")
+  for flag in ("saved_model", "vae_saved_model"):
+    path = getattr(FLAGS, flag)
+    if path and not os.path.isfile(os.path.join(path, "saved_model.pb")):
+      _fail(f"--{flag} {path!r} holds no saved_model.pb: give one exported version, E/<V>")
   if bool(FLAGS.data_path) != bool(FLAGS.variant):
     _fail("--data_path and --variant go together")
   import numpy as np  # pylint: disable=g-import-not-at-top
@@ -98,11 +104,32 @@ def main(argv):
       _fail(str(e).replace("--model_dir", f"--{flag}", 1))
     return evaluation.Codec.from_model(model), model_config, train_config, step
 
-  # Everything is loaded before any work, so a bad path fails at once.
-  vae_run = load_run(FLAGS.vae_model_dir, "vae_model_dir") if FLAGS.vae_model_dir else None
-  if vae_run and vae_run[1].model != "vae":
-    _fail(f"--vae_model_dir {FLAGS.vae_model_dir!r} holds a --model={vae_run[1].model} run, "
-          "not a VAE")
+  def load_export(path, flag):
+    """(codec, metadata) of an export; metadata's strings decoded, numbers as Python's."""
+    try:
+      codec = evaluation.Codec.from_saved_model(path)
+      metadata = {k: v.numpy().decode() if v.dtype == tf.string else v.numpy().item()
+                  for k, v in codec.loaded.signatures["metadata"]().items()}
+    except (ValueError, KeyError, OSError, tf.errors.OpError) as e:
+      _fail(f"--{flag} {path!r} cannot be loaded as an mvae_tf export: "
+            f"{config.error_summary(e)}")
+    return codec, metadata
+
+  # Everything is loaded before any work, so a bad path fails at once. The VAE baseline is
+  # (codec, step, where it came from, the run directory whose curve to draw or None).
+  vae = None
+  if FLAGS.vae_model_dir:
+    vae_codec, vae_config, _, vae_step = load_run(FLAGS.vae_model_dir, "vae_model_dir")
+    if vae_config.model != "vae":
+      _fail(f"--vae_model_dir {FLAGS.vae_model_dir!r} holds a --model={vae_config.model} "
+            "run, not a VAE")
+    vae = (vae_codec, vae_step, {"model_dir": FLAGS.vae_model_dir}, FLAGS.vae_model_dir)
+  elif FLAGS.vae_saved_model:
+    vae_codec, vae_metadata = load_export(FLAGS.vae_saved_model, "vae_saved_model")
+    if vae_metadata.get("model") != "vae":
+      _fail(f"--vae_saved_model {FLAGS.vae_saved_model!r} holds a "
+            f"--model={vae_metadata.get('model')} export, not a VAE")
+    vae = (vae_codec, int(vae_metadata["step"]), {"saved_model": FLAGS.vae_saved_model}, None)
   if FLAGS.model_dir:
     codec, model_config, train_config, step = load_run(FLAGS.model_dir, "model_dir")
     trained_on = {"num_sprites": train_config.num_sprites,
@@ -110,13 +137,7 @@ def main(argv):
     source = {"model_dir": FLAGS.model_dir, "step": step, "config": config.to_dict(
         model_config, train_config)}
   else:
-    try:
-      codec = evaluation.Codec.from_saved_model(FLAGS.saved_model)
-      metadata = {k: v.numpy().decode() if v.dtype == tf.string else v.numpy().item()
-                  for k, v in codec.loaded.signatures["metadata"]().items()}
-    except (ValueError, KeyError, OSError, tf.errors.OpError) as e:
-      _fail(f"--saved_model {FLAGS.saved_model!r} cannot be loaded as an mvae_tf export: "
-            f"{config.error_summary(e)}")
+    codec, metadata = load_export(FLAGS.saved_model, "saved_model")
     step = int(metadata["step"])
     # Exports made before the metadata recorded the data say -1 or nothing.
     trained_on = {"num_sprites": metadata.get("num_sprites", -1),
@@ -147,8 +168,7 @@ def main(argv):
 
   seed = FLAGS.seed
   stages = {"test ELBO": 1, "object counting": 6, "segmentation": 2, "entity exchange": 2,
-            "sequential decoding": 2, "figures": 1, "VAE baseline": 2 if FLAGS.vae_model_dir
-            else 0}
+            "sequential decoding": 2, "figures": 1, "VAE baseline": 2 if vae else 0}
   progress = _Progress(stages)
   results = {"source": source, "num_sprites": num_sprites, "presence_prob": presence_prob,
              "scene_batch_size": evaluation.SCENE_BATCH,
@@ -190,21 +210,21 @@ def main(argv):
     steps, elbo = tb_logs.read_scalars(FLAGS.model_dir, "train/elbo")
     if len(steps):
       curves["MVAE"] = (steps, elbo)
-  if vae_run:
+  if vae:
     progress("VAE baseline")
-    vae, vae_config, _, vae_step = vae_run
-    vae_elbo = evaluation.test_elbo(vae, num_sprites, FLAGS.elbo_scenes, seed + 1,
+    vae_codec, vae_step, vae_source, vae_run_dir = vae
+    vae_elbo = evaluation.test_elbo(vae_codec, num_sprites, FLAGS.elbo_scenes, seed + 1,
                                     presence_prob)
-    results["vae_baseline"] = {"model_dir": FLAGS.vae_model_dir, "step": vae_step,
-                               "test_elbo": vae_elbo,
+    results["vae_baseline"] = {**vae_source, "step": vae_step, "test_elbo": vae_elbo,
                                "mvae_minus_vae_elbo": results["test_elbo"]["elbo"]
                                                       - vae_elbo["elbo"]}
     written["vae_traversals.png"] = figures.traversals(
-        vae, busiest, dims=range(vae_config.latent_dim),
+        vae_codec, busiest, dims=range(vae_codec.latent_dim),
         title="VAE latent traversals (paper Fig. 5)")
-    steps, elbo = tb_logs.read_scalars(FLAGS.vae_model_dir, "train/elbo")
-    if len(steps):
-      curves["VAE"] = (steps, elbo)
+    if vae_run_dir:
+      steps, elbo = tb_logs.read_scalars(vae_run_dir, "train/elbo")
+      if len(steps):
+        curves["VAE"] = (steps, elbo)
   if curves:
     written["training_curves.png"] = figures.training_curves(curves)
   writer = (tf.summary.create_file_writer(os.path.join(FLAGS.output_dir, "tensorboard"))

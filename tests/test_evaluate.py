@@ -32,6 +32,14 @@ def runs(tmp_path_factory):
   return mvae_dir, vae_dir
 
 
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory, runs):
+  """The runs' exports: (mvae version directory, vae version directory)."""
+  from mvae_tf import export
+  base = tmp_path_factory.mktemp("serving")
+  return tuple(export.export(run, str(base / name)) for run, name in zip(runs, ("m", "v")))
+
+
 def test_evaluate_writes_every_figure_and_key(tmp_path, runs):
   mvae_dir, vae_dir = runs
   out = str(tmp_path / "out")
@@ -84,7 +92,7 @@ def _evaluate(*flags):
                         capture_output=True, text=True, timeout=300, cwd=ROOT)
 
 
-def test_evaluate_flag_errors(tmp_path, runs):
+def test_evaluate_flag_errors(tmp_path, runs, exports):
   mvae_dir, vae_dir = runs
   empty = tmp_path / "empty"
   empty.mkdir()
@@ -98,6 +106,12 @@ def test_evaluate_flag_errors(tmp_path, runs):
       ([f"--model_dir={mvae_dir}", f"--vae_model_dir={mvae_dir}", out],
        "holds a --model=mvae run, not a VAE"),
       ([f"--saved_model={empty}", out], "holds no saved_model.pb"),
+      ([f"--model_dir={mvae_dir}", f"--vae_saved_model={empty}", out],
+       "--vae_saved_model '.*empty' holds no saved_model.pb"),
+      ([f"--model_dir={mvae_dir}", f"--vae_model_dir={vae_dir}",
+        f"--vae_saved_model={exports[1]}", out], "at most one of --vae_model_dir and"),
+      ([f"--model_dir={mvae_dir}", f"--vae_saved_model={exports[0]}", out],
+       "holds a --model=mvae export, not a VAE"),
       ([f"--model_dir={mvae_dir}", "--presence_prob=1.5", out], "--presence_prob must be"),
   ]:
     result = _evaluate(*flags)
@@ -108,14 +122,22 @@ def test_evaluate_flag_errors(tmp_path, runs):
     assert not os.path.exists(f"{tmp_path}/o"), flags  # Failed before any work.
 
 
-def test_evaluate_a_saved_model_reads_the_data_from_its_metadata(tmp_path, runs):
-  from mvae_tf import export
-  mvae_dir, _ = runs
-  path = export.export(mvae_dir, str(tmp_path / "serving"))
+def test_evaluate_a_saved_model_reads_the_data_from_its_metadata(tmp_path, exports):
+  path, vae_path = exports
   out = tmp_path / "out"
-  result = _evaluate(f"--saved_model={path}", f"--output_dir={out}", *SMALL)
+  result = _evaluate(f"--saved_model={path}", f"--vae_saved_model={vae_path}",
+                     f"--output_dir={out}", *SMALL)
   assert result.returncode == 0, result.stderr[-3000:]
   metrics = json.loads((out / "metrics.json").read_text())
+  # The exported VAE is the baseline: scored on the same scenes, its traversals drawn over
+  # all its dimensions; no training curve, which an export does not keep.
+  baseline = metrics["vae_baseline"]
+  assert (baseline["saved_model"], baseline["step"]) == (vae_path, 3)
+  assert baseline["test_elbo"]["seed"] == metrics["test_elbo"]["seed"]
+  assert np.isclose(baseline["mvae_minus_vae_elbo"],
+                    metrics["test_elbo"]["elbo"] - baseline["test_elbo"]["elbo"])
+  assert "vae_traversals.png" in metrics["figures"]
+  assert "training_curves.png" not in os.listdir(out)
   assert (metrics["num_sprites"], metrics["presence_prob"]) == (2, 0.5)
   assert metrics["source"]["metadata"]["model"] == "mvae"
   assert metrics["source"]["step"] == 3
