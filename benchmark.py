@@ -80,14 +80,22 @@ def matmul_gflops(dtype, size, repeats):
   return _median_rate(lambda: matmul(a).numpy(), 2 * size**3 / 1e9, repeats, warmup=2)
 
 
-def training_rate(num_sprites, precision, sizes, check_finite=True):
-  """Images/s of the full training step on one cached batch."""
+def training_rate(num_sprites, precision, sizes, check_finite=True, jit_compile=False):
+  """Images/s of the full training step on one cached batch.
+
+  `jit_compile` compiles each replica's forward and backward pass with XLA (Adam's update
+  and the all-reduce stay outside); `benchmarks/xla_step.py` uses it to measure XLA.
+  """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from mvae_tf import config, training  # pylint: disable=g-import-not-at-top
   model_config = config.ModelConfig(num_objects=num_sprites + 2)
   train_config = config.TrainConfig(num_sprites=num_sprites, batch_size=sizes.batch,
                                     precision=precision)
   trainer = training.Trainer(model_config, train_config, training.make_strategy(),
                              check_finite=check_finite)
+  if jit_compile:
+    trainer._replica_gradients = tf.function(  # pylint: disable=protected-access
+        trainer._replica_gradients, jit_compile=True)  # pylint: disable=protected-access
   dataset = training.training_dataset(model_config, train_config).take(1).cache().repeat()
   batch = next(iter(trainer.distribute(dataset)))
 

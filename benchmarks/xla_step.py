@@ -2,48 +2,21 @@ r"""Is XLA worth it? The training step with and without `jit_compile` on the CPU
 
   python benchmarks/xla_step.py [--sprites 3] [--precision float32] [--rounds 2]
 
-Builds the default model and the full training step (forward, backward, Adam) as
-`benchmark.py` times it (batch 64, N = sprites + 2, one cached batch), then the same step
-with the forward and backward pass (`Trainer._replica_gradients`, everything but the
-optimizer's update) compiled by XLA, and prints the median images/s of each, alternating
-the two `--rounds` times so that both see the same machine. A measuring tool only: XLA
-stays off in `mvae_tf` unless it measures a gain, and the test suite does not run this.
+Times the full training step (forward, backward, Adam) exactly as `benchmark.py` does
+(`benchmark.training_rate`: batch 64, N = sprites + 2, one cached batch, median of 7 x 10
+steps after 5 warm-up steps), then the same step with each replica's forward and backward
+pass compiled by XLA, alternating the two `--rounds` times so that both see the same
+machine. A measuring tool only: XLA stays off in `mvae_tf` unless it measures a gain, and
+the test suite does not run this.
 """
 
 import argparse
 import os
-import statistics
 import sys
-import time
 
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-
-def images_per_sec(sprites, precision, jit_compile, batch=64, repeats=5, steps=20):
-  """Median images/s over `repeats` runs of `steps` steps, after 5 warm-up steps."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from mvae_tf import config, training  # pylint: disable=g-import-not-at-top
-  model_config = config.ModelConfig(num_objects=sprites + 2)
-  train_config = config.TrainConfig(num_sprites=sprites, batch_size=batch, precision=precision)
-  trainer = training.Trainer(model_config, train_config, training.make_strategy())
-  if jit_compile:
-    # The replica's forward and backward pass as one XLA cluster; Adam's update and the
-    # all-reduce stay outside it, as MirroredStrategy needs.
-    trainer._replica_gradients = tf.function(  # pylint: disable=protected-access
-        trainer._replica_gradients, jit_compile=True)  # pylint: disable=protected-access
-  dataset = training.training_dataset(model_config, train_config).take(1).cache().repeat()
-  batch_data = next(iter(trainer.distribute(dataset)))
-  for _ in range(5):  # Warm-up: tracing, XLA compilation, oneDNN's primitive caches.
-    float(trainer.train_step(batch_data)["loss"])
-  rates = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    for _ in range(steps):
-      metrics = trainer.train_step(batch_data)
-    float(metrics["loss"])
-    rates.append(steps * batch / (time.perf_counter() - start))
-  return statistics.median(rates)
+import benchmark  # pylint: disable=g-import-not-at-top,wrong-import-position  (sets oneDNN on)
 
 
 def main():
@@ -56,9 +29,11 @@ def main():
     parser.error("--sprites and --rounds must be >= 1")
   from mvae_tf import machine  # pylint: disable=g-import-not-at-top
   print({**machine.cpu_facts(), **machine.tensorflow_facts()}, flush=True)
+  sizes = benchmark.Sizes(quick=False)
   for _ in range(args.rounds):
     for jit_compile in (False, True):
-      rate = images_per_sec(args.sprites, args.precision, jit_compile)
+      rate = benchmark.training_rate(args.sprites, args.precision, sizes,
+                                     jit_compile=jit_compile)
       print(f"{args.sprites} sprites, {args.precision}, jit_compile={jit_compile}: "
             f"{rate:.1f} img/s", flush=True)
 
