@@ -215,9 +215,11 @@ def main(argv):
     vae_codec, vae_step, vae_source, vae_run_dir = vae
     vae_elbo = evaluation.test_elbo(vae_codec, num_sprites, FLAGS.elbo_scenes, seed + 1,
                                     presence_prob)
-    results["vae_baseline"] = {**vae_source, "step": vae_step, "test_elbo": vae_elbo,
-                               "mvae_minus_vae_elbo": results["test_elbo"]["elbo"]
-                                                      - vae_elbo["elbo"]}
+    results["vae_baseline"] = {
+        **vae_source, "step": vae_step, "test_elbo": vae_elbo,
+        "mvae_minus_vae_elbo": results["test_elbo"]["elbo"] - vae_elbo["elbo"],
+        "mvae_minus_vae_elbo_by_scene": evaluation.elbo_gap_by_scene(
+            results["test_elbo"]["by_scene"], vae_elbo["by_scene"])}
     written["vae_traversals.png"] = figures.traversals(
         vae_codec, busiest, dims=range(vae_codec.latent_dim),
         title="VAE latent traversals (paper Fig. 5)")

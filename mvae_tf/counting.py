@@ -132,14 +132,33 @@ def nearest_centre_distance(position, present, image_size=IMAGE_SIZE):
   return np.where(pairs, distance, np.inf).min(axis=(1, 2), initial=np.inf)
 
 
+def bin_masks(values, edges):
+  """Which of M values falls in each bin: bin i holds edges[i] <= value < edges[i + 1],
+  and the last bin also value == edges[-1].
+
+  Args:
+    values: [M].
+    edges: ascending bin edges, at least two.
+
+  Returns:
+    A list of (low, high, inside) per bin, `inside` a boolean [M].
+  """
+  values = np.asarray(values, np.float64)
+  if len(edges) < 2 or np.any(np.diff(edges) <= 0):
+    raise ValueError(f"Expected at least two ascending bin edges. Received: {list(edges)}")
+  last = len(edges) - 2
+  return [(float(low), float(high),
+           (values >= low) & ((values < high) | ((values == high) & (i == last))))
+          for i, (low, high) in enumerate(zip(edges[:-1], edges[1:]))]
+
+
 def error_rates_by_bin(true_counts, predicted, values, edges):
   """Counting errors of scenes grouped by a per-scene value.
 
   Args:
     true_counts, predicted: int [M].
     values: [M], the value that places each scene in a bin.
-    edges: ascending bin edges; bin i holds edges[i] <= value < edges[i + 1], and the
-      last bin also value == edges[-1].
+    edges: ascending bin edges (`bin_masks`).
 
   Returns:
     One dict per bin: its `from` and `to`, its number of `scenes`, and the fractions of
@@ -151,16 +170,12 @@ def error_rates_by_bin(true_counts, predicted, values, edges):
   if not true_counts.shape == predicted.shape == values.shape or true_counts.ndim != 1:
     raise ValueError("Expected true_counts, predicted and values of one shape [M]. Received: "
                      f"{true_counts.shape}, {predicted.shape} and {values.shape}")
-  if len(edges) < 2 or np.any(np.diff(edges) <= 0):
-    raise ValueError(f"Expected at least two ascending bin edges. Received: {list(edges)}")
   bins = []
-  last = len(edges) - 2
-  for i, (low, high) in enumerate(zip(edges[:-1], edges[1:])):
-    inside = (values >= low) & ((values < high) | ((values == high) & (i == last)))  # [M]
+  for low, high, inside in bin_masks(values, edges):  # `inside`: [M]
     n = int(inside.sum())
     def rate(wrong):
       return float(np.mean(wrong[inside])) if n else None
-    bins.append({"from": float(low), "to": float(high), "scenes": n,
+    bins.append({"from": low, "to": high, "scenes": n,
                  "accuracy": rate(predicted == true_counts),
                  "under": rate(predicted < true_counts), "over": rate(predicted > true_counts)})
   return bins

@@ -72,6 +72,13 @@ def bernoulli_nll(images, logits):
 SCENE_BATCH = 128
 KL_MAP_BATCH = 256
 
+# Bins of the breakdowns by kind of scene (`counting_errors`, `elbo_by_scene`): thirds of
+# the sprite scales (data.py draws them uniformly from [0.5, 1)), and distances in pixels
+# between the nearest two centres: within half a 4x4 cell, within one cell, farther
+# (64 * sqrt(2) < 91).
+SCALE_EDGES = (data.MIN_SCALE, 2 / 3, 5 / 6, data.MAX_SCALE)
+DISTANCE_EDGES = (0.0, 8.0, 16.0, 91.0)
+
 
 def _scene_facts(seed, batch_size, presence_prob):
   return {"seed": seed, "batch_size": batch_size, "presence_prob": presence_prob}
@@ -84,6 +91,11 @@ def scenes(num_sprites, num_scenes, seed, batch_size=SCENE_BATCH, presence_prob=
                                               num_batches=num_batches)):
     keep = min(batch_size, num_scenes - i * batch_size)
     yield {k: v.numpy()[:keep] for k, v in batch.items()}
+
+
+def _largest_scale(batch):
+  """The largest present sprite's scale in each scene (0 for none): [B]."""
+  return np.max(batch["scale"] * (batch["present"] != 0), axis=1)
 
 
 def counting_evidence(codec, num_sprites, num_scenes, seed, presence_prob=0.5):
@@ -116,29 +128,102 @@ def counting_evidence(codec, num_sprites, num_scenes, seed, presence_prob=0.5):
         batch["position"], batch["present"], kl_map.shape[1]))  # [B]
     parts["nearest_distance"].append(counting.nearest_centre_distance(
         batch["position"], batch["present"]))  # [B]
-    parts["largest_scale"].append(np.max(batch["scale"] * (batch["present"] != 0), axis=1))
+    parts["largest_scale"].append(_largest_scale(batch))
     parts["counts"].append(batch["count"])
   return {k: np.concatenate(v) for k, v in parts.items()}
+
+
+def _scene_terms(codec, images, rng):
+  """Each scene's NLL and KL in nats, one posterior sample each: [B, 64, 64, 3] -> [B], [B]."""
+  encoded = codec.encode(images)
+  z = encoded["loc"] + encoded["scale"] * rng.standard_normal(encoded["loc"].shape)  # [B, N, D]
+  return bernoulli_nll(images, codec.decode(z)), encoded["kl"].sum(axis=1)
+
+
+def _mean_terms(nll, kl):
+  return {"nll": float(nll.mean()), "kl": float(kl.mean()), "elbo": float(-(nll + kl).mean())}
 
 
 def elbo_terms(codec, batches, seed):
   """Mean NLL, KL and ELBO in nats per image over `batches`, one posterior sample each."""
   rng = np.random.RandomState(seed)
-  nll, kl = [], []
-  for batch in batches:
-    encoded = codec.encode(batch["image"])
-    z = encoded["loc"] + encoded["scale"] * rng.standard_normal(encoded["loc"].shape)
-    nll.append(bernoulli_nll(batch["image"], codec.decode(z)))
-    kl.append(encoded["kl"].sum(axis=1))
-  nll, kl = np.concatenate(nll), np.concatenate(kl)
-  return {"nll": float(nll.mean()), "kl": float(kl.mean()), "elbo": float(-(nll + kl).mean())}
+  terms = [_scene_terms(codec, batch["image"], rng) for batch in batches]
+  return _mean_terms(*(np.concatenate(t) for t in zip(*terms)))
+
+
+def _terms_by_bin(nll, kl, values, edges):
+  """Mean terms of the scenes in each bin of `values` (`counting.bin_masks`); None when empty."""
+  bins = []
+  for low, high, inside in counting.bin_masks(values, edges):  # `inside`: [M]
+    n = int(inside.sum())
+    terms = _mean_terms(nll[inside], kl[inside]) if n else dict.fromkeys(("nll", "kl", "elbo"))
+    bins.append({"from": low, "to": high, "scenes": n, **terms})
+  return bins
+
+
+def elbo_by_scene(nll, kl, counts, nearest_distance, largest_scale, num_sprites):
+  """Where the ELBO is spent: its mean terms over groups of scenes.
+
+  Args:
+    nll, kl: [M], each scene's terms in nats.
+    counts: int [M], sprites per scene; nearest_distance, largest_scale: [M], as in
+      `counting_evidence`.
+    num_sprites: the largest count.
+
+  Returns:
+    by_count: one bin per count 0..num_sprites (`from` = the count).
+    one_sprite_by_scale: scenes of one sprite, binned by its scale (SCALE_EDGES).
+    several_sprites_by_nearest_distance_px: scenes of two or more, by the distance between
+      the nearest two centres (DISTANCE_EDGES), the bins of `counting_errors`.
+  """
+  one, several = counts == 1, counts >= 2  # [M] each
+  return {
+      "by_count": _terms_by_bin(nll, kl, counts, np.arange(num_sprites + 2)),
+      "one_sprite_by_scale": _terms_by_bin(nll[one], kl[one], largest_scale[one],
+                                           SCALE_EDGES),
+      "several_sprites_by_nearest_distance_px": _terms_by_bin(
+          nll[several], kl[several], nearest_distance[several], DISTANCE_EDGES)}
+
+
+def elbo_gap_by_scene(by_scene, baseline_by_scene):
+  """by_scene's ELBO minus baseline_by_scene's, group by group, on the same scenes.
+
+  Both come from `elbo_by_scene` of one set of scenes (the same seed, scenes and
+  num_sprites); each bin keeps `from`, `to` and `scenes` and holds `elbo`, the difference
+  (None for an empty bin).
+  """
+  if by_scene.keys() != baseline_by_scene.keys():
+    raise ValueError("Expected ELBO breakdowns of the same groups. Received: "
+                     f"{sorted(by_scene)} and {sorted(baseline_by_scene)}")
+  gap = {}
+  for group, bins in by_scene.items():
+    base = baseline_by_scene[group]
+    if [(b["from"], b["scenes"]) for b in bins] != [(b["from"], b["scenes"]) for b in base]:
+      raise ValueError(f"Expected the same scenes in each bin of {group!r}. Received: "
+                       f"{[b['scenes'] for b in bins]} and {[b['scenes'] for b in base]}")
+    gap[group] = [{"from": b["from"], "to": b["to"], "scenes": b["scenes"],
+                   "elbo": None if b["elbo"] is None else b["elbo"] - a["elbo"]}
+                  for b, a in zip(bins, base)]
+  return gap
 
 
 def test_elbo(codec, num_sprites, num_scenes, seed, presence_prob=0.5):
-  """Negative ELBO terms in nats per image, one posterior sample each (as in training)."""
-  terms = elbo_terms(codec, scenes(num_sprites, num_scenes, seed, presence_prob=presence_prob),
-                     seed)
-  return {"scenes": num_scenes, **_scene_facts(seed, SCENE_BATCH, presence_prob), **terms}
+  """Negative ELBO terms in nats per image, one posterior sample each (as in training), and
+  their breakdown over kinds of scene (`elbo_by_scene`)."""
+  rng = np.random.RandomState(seed)
+  parts = {"nll": [], "kl": [], "counts": [], "nearest_distance": [], "largest_scale": []}
+  for batch in scenes(num_sprites, num_scenes, seed, presence_prob=presence_prob):
+    nll, kl = _scene_terms(codec, batch["image"], rng)  # [B] each
+    parts["nll"].append(nll)
+    parts["kl"].append(kl)
+    parts["counts"].append(batch["count"])
+    parts["nearest_distance"].append(counting.nearest_centre_distance(
+        batch["position"], batch["present"]))  # [B]
+    parts["largest_scale"].append(_largest_scale(batch))
+  parts = {k: np.concatenate(v) for k, v in parts.items()}
+  return {"scenes": num_scenes, **_scene_facts(seed, SCENE_BATCH, presence_prob),
+          **_mean_terms(parts["nll"], parts["kl"]),
+          "by_scene": elbo_by_scene(num_sprites=num_sprites, **parts)}
 
 
 def _searched_count(search, search_counts, test, test_counts, num_sprites):
@@ -150,13 +235,6 @@ def _searched_count(search, search_counts, test, test_counts, num_sprites):
       "accuracy": float(np.mean(predicted == test_counts)),
       "confusion_true_by_predicted": counting.confusion_matrix(
           test_counts, predicted, num_sprites).tolist()}
-
-
-# Bins of `object_counting`'s error breakdown: thirds of the sprite scales (data.py draws
-# them uniformly from [0.5, 1)), and distances in pixels between the nearest two centres:
-# within half a 4x4 cell, within one cell, farther (64 * sqrt(2) < 91).
-SCALE_EDGES = (data.MIN_SCALE, 2 / 3, 5 / 6, data.MAX_SCALE)
-DISTANCE_EDGES = (0.0, 8.0, 16.0, 91.0)
 
 
 def counting_errors(test, predicted):

@@ -84,6 +84,7 @@ def test_evaluate_writes_every_figure_and_key(tmp_path, runs):
   assert np.isclose(lone["excess_nll"], lone["top_object_nll"] - lone["all_objects_nll"])
   for section in ("test_elbo", "segmentation", "sequential_decoding", "lone_sprite_decoding"):
     assert {"seed", "scenes"} <= set(metrics[section]), section
+  _assert_elbo_breakdown(metrics["test_elbo"], num_sprites=2)
   assert {"seed", "pairs", "scored_pairs"} <= set(metrics["entity_exchange"])
 
 
@@ -136,6 +137,13 @@ def test_evaluate_a_saved_model_reads_the_data_from_its_metadata(tmp_path, expor
   assert baseline["test_elbo"]["seed"] == metrics["test_elbo"]["seed"]
   assert np.isclose(baseline["mvae_minus_vae_elbo"],
                     metrics["test_elbo"]["elbo"] - baseline["test_elbo"]["elbo"])
+  # The gap by kind of scene: the same bins, each the difference of the two breakdowns.
+  gap = baseline["mvae_minus_vae_elbo_by_scene"]
+  for group, bins in metrics["test_elbo"]["by_scene"].items():
+    for ours, theirs, diff in zip(bins, baseline["test_elbo"]["by_scene"][group], gap[group]):
+      assert ours["scenes"] == theirs["scenes"] == diff["scenes"]
+      if ours["scenes"]:
+        assert np.isclose(diff["elbo"], ours["elbo"] - theirs["elbo"])
   assert "vae_traversals.png" in metrics["figures"]
   assert "training_curves.png" not in os.listdir(out)
   assert (metrics["num_sprites"], metrics["presence_prob"]) == (2, 0.5)
@@ -233,6 +241,51 @@ def test_lone_sprite_decoding_known_answer():
   np.testing.assert_allclose([lone["top_object_nll"], lone["all_objects_nll"]],
                              64 * 64 * 3 * np.log(2), rtol=1e-5)
   assert lone["excess_nll"] == 0 and lone["scenes"] == 5 and lone["seed"] == 3
+
+
+def _assert_elbo_breakdown(test_elbo, num_sprites):
+  """The bins by count partition the scenes and their means weight up to the overall
+  terms; the scale and distance bins partition the scenes of one sprite and of several."""
+  by_count = test_elbo["by_scene"]["by_count"]
+  assert [b["from"] for b in by_count] == list(range(num_sprites + 1))
+  assert sum(b["scenes"] for b in by_count) == test_elbo["scenes"]
+  for term in ("nll", "kl", "elbo"):
+    total = sum(b[term] * b["scenes"] for b in by_count if b["scenes"])
+    assert total == pytest.approx(test_elbo[term] * test_elbo["scenes"], rel=1e-5)
+  for group, counts in (("one_sprite_by_scale", [1]),
+                        ("several_sprites_by_nearest_distance_px", range(2, num_sprites + 1))):
+    assert (sum(b["scenes"] for b in test_elbo["by_scene"][group])
+            == sum(by_count[c]["scenes"] for c in counts))
+
+
+def test_elbo_by_scene_known_answer():
+  """Planted terms: six scenes of 0-2 sprites; each group's mean is hand-computed, an empty
+  bin is None, and the gap to a baseline is the difference bin by bin."""
+  from mvae_tf import evaluation
+  nll = np.array([1.0, 10.0, 30.0, 100.0, 200.0, 50.0])
+  kl = np.array([1.0, 2.0, 4.0, 6.0, 8.0, 10.0])
+  counts = np.array([0, 1, 1, 2, 2, 2])
+  nearest = np.array([np.inf, np.inf, np.inf, 4.0, 12.0, 5.0])
+  scale = np.array([0.0, 0.55, 0.9, 0.7, 0.7, 0.7])
+  got = evaluation.elbo_by_scene(nll, kl, counts, nearest, scale, num_sprites=2)
+  by_count = got["by_count"]
+  assert [(b["from"], b["scenes"]) for b in by_count] == [(0, 1), (1, 2), (2, 3)]
+  assert (by_count[1]["nll"], by_count[1]["kl"], by_count[1]["elbo"]) == (20.0, 3.0, -23.0)
+  assert by_count[2]["elbo"] == pytest.approx(-(350 + 24) / 3)
+  scales = got["one_sprite_by_scale"]
+  assert [b["scenes"] for b in scales] == [1, 0, 1]
+  assert scales[0]["elbo"] == -12.0 and scales[1]["elbo"] is None and scales[2]["elbo"] == -34.0
+  near = got["several_sprites_by_nearest_distance_px"]
+  assert [b["scenes"] for b in near] == [2, 1, 0]
+  assert near[0]["elbo"] == -83.0 and near[1]["elbo"] == -208.0
+  baseline = evaluation.elbo_by_scene(nll - 5, kl, counts, nearest, scale, num_sprites=2)
+  gap = evaluation.elbo_gap_by_scene(got, baseline)
+  assert [b["elbo"] for b in gap["by_count"]] == [-5.0, -5.0, -5.0]
+  assert gap["one_sprite_by_scale"][1] == {"from": 2 / 3, "to": 5 / 6, "scenes": 0,
+                                           "elbo": None}
+  other = evaluation.elbo_by_scene(nll[1:], kl[1:], counts[1:], nearest[1:], scale[1:], 2)
+  with pytest.raises(ValueError, match="the same scenes in each bin of 'by_count'"):
+    evaluation.elbo_gap_by_scene(got, other)
 
 
 def _assert_error_breakdown(result):
