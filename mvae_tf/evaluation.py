@@ -18,6 +18,7 @@ from mvae_tf import metrics
 
 EXCHANGE_IOU = 0.5  # An exchange succeeds when the swapped object lands with IoU >= this.
 MASK_LEVEL = 0.2  # A solo decode's mask: pixels where any channel exceeds this.
+ACTIVE_DIM_KL = 0.1  # A latent dimension with a mean KL above this many nats is in use.
 
 
 @dataclasses.dataclass
@@ -431,20 +432,35 @@ def sequential_decoding(codec, num_sprites, num_scenes, seed, presence_prob=0.5)
           "mean_abs_change_by_added_object": (changes / num_scenes).tolist()}
 
 
+def gaussian_kl_per_dim(loc, scale):
+  """KL(N(loc, scale^2) || N(0, 1)) of each dimension, elementwise in numpy:
+  1/2 (loc^2 + scale^2 - 1) - log scale (the prior of paper section 2)."""
+  loc, scale = np.asarray(loc, np.float64), np.asarray(scale, np.float64)
+  return 0.5 * (loc**2 + scale**2 - 1.0) - np.log(scale)
+
+
 def lone_sprite_decoding(codec, num_scenes, seed):
   """Issue 9's check of paper 4.1 on scenes of exactly one sprite.
 
   If the top object by KL is the whole sprite and the others are Null, decoding it alone
   gives the image that decoding all N objects gives, and the two NLLs are equal; a sprite
   split over two objects, or a top object that paints more than its sprite, makes the first
-  larger. Returns the mean NLL (nats per image) of each and their difference.
+  larger. Returns the mean NLL (nats per image) of each and their difference, and how the
+  top object spends its KL: the mean KL of each latent dimension, largest first, and how
+  many dimensions carry more than ACTIVE_DIM_KL nats (the others have collapsed to the prior).
   """
   top, everything = 0.0, 0.0
+  kl_by_dim = np.zeros([codec.latent_dim])
   for batch in scenes(1, num_scenes, seed, presence_prob=1.0):
-    loc = codec.encode(batch["image"])["loc"]  # [B, N, D]
+    encoded = codec.encode(batch["image"])
+    loc = encoded["loc"]  # [B, N, D], objects in decreasing KL.
     top += bernoulli_nll(batch["image"], codec.decode(loc[:, :1])).sum()
     everything += bernoulli_nll(batch["image"], codec.decode(loc)).sum()
+    kl_by_dim += gaussian_kl_per_dim(loc[:, 0], encoded["scale"][:, 0]).sum(axis=0)  # [D]
+  kl_by_dim = np.sort(kl_by_dim / num_scenes)[::-1]
   return {"scenes": num_scenes, "num_sprites": 1, **_scene_facts(seed, SCENE_BATCH, 1.0),
           "top_object_nll": float(top / num_scenes),
           "all_objects_nll": float(everything / num_scenes),
-          "excess_nll": float((top - everything) / num_scenes)}
+          "excess_nll": float((top - everything) / num_scenes),
+          "top_object_kl_by_dim": kl_by_dim.tolist(),
+          "top_object_active_dims": int(np.sum(kl_by_dim > ACTIVE_DIM_KL))}

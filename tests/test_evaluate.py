@@ -82,6 +82,8 @@ def test_evaluate_writes_every_figure_and_key(tmp_path, runs):
   lone = metrics["lone_sprite_decoding"]
   assert (lone["num_sprites"], lone["presence_prob"], lone["scenes"]) == (1, 1.0, 16)
   assert np.isclose(lone["excess_nll"], lone["top_object_nll"] - lone["all_objects_nll"])
+  assert len(lone["top_object_kl_by_dim"]) == 4  # latent_dim of the tiny run.
+  assert 0 <= lone["top_object_active_dims"] <= 4
   for section in ("test_elbo", "segmentation", "sequential_decoding", "lone_sprite_decoding"):
     assert {"seed", "scenes"} <= set(metrics[section]), section
   _assert_elbo_breakdown(metrics["test_elbo"], num_sprites=2)
@@ -234,13 +236,34 @@ def test_lone_sprite_decoding_known_answer():
     widths.append(latents.shape[1])
     return np.zeros([latents.shape[0], 64, 64, 3], np.float32)
 
-  codec = evaluation.Codec(lambda x: {"loc": np.zeros([len(x), 4, 3], np.float32)}, decode,
-                           num_objects=4, latent_dim=3)
+  # The top object's posterior: dimension 0 at the prior, 1 with loc 2 (KL 2 nats), 2 with
+  # scale e^-1 (KL (e^-2 - 1) / 2 + 1 = 0.568 nats); the other objects' do not count.
+  loc = np.zeros([4, 3], np.float32)
+  loc[0, 1], loc[1:] = 2.0, 5.0
+  scale = np.ones([4, 3], np.float32)
+  scale[0, 2] = np.exp(-1.0)
+  codec = evaluation.Codec(
+      lambda x: {"loc": np.broadcast_to(loc, (len(x), 4, 3)),
+                 "scale": np.broadcast_to(scale, (len(x), 4, 3))}, decode,
+      num_objects=4, latent_dim=3)
   lone = evaluation.lone_sprite_decoding(codec, num_scenes=5, seed=3)
   assert sorted(set(widths)) == [1, 4]
   np.testing.assert_allclose([lone["top_object_nll"], lone["all_objects_nll"]],
                              64 * 64 * 3 * np.log(2), rtol=1e-5)
   assert lone["excess_nll"] == 0 and lone["scenes"] == 5 and lone["seed"] == 3
+  np.testing.assert_allclose(lone["top_object_kl_by_dim"],
+                             [2.0, (np.exp(-2.0) - 1) / 2 + 1, 0.0], atol=1e-6)
+  assert lone["top_object_active_dims"] == 2
+
+
+def test_gaussian_kl_per_dim_matches_tfp():
+  import tensorflow_probability as tfp
+  from mvae_tf import evaluation
+  rng = np.random.RandomState(0)
+  loc, scale = rng.normal(size=[3, 5]), np.exp(rng.normal(size=[3, 5]))
+  expected = tfp.distributions.Normal(loc, scale).kl_divergence(
+      tfp.distributions.Normal(np.float64(0), np.float64(1)))
+  np.testing.assert_allclose(evaluation.gaussian_kl_per_dim(loc, scale), expected, rtol=1e-10)
 
 
 def _assert_elbo_breakdown(test_elbo, num_sprites):
