@@ -94,9 +94,15 @@ def scenes(num_sprites, num_scenes, seed, batch_size=SCENE_BATCH, presence_prob=
     yield {k: v.numpy()[:keep] for k, v in batch.items()}
 
 
-def _largest_scale(batch):
-  """The largest present sprite's scale in each scene (0 for none): [B]."""
-  return np.max(batch["scale"] * (batch["present"] != 0), axis=1)
+def _scene_kinds(batch):
+  """What places each scene of a batch in the breakdowns' bins, [B] each: `counts`, the
+  true numbers of sprites; `nearest_distance`, pixels between the two closest centres
+  (`counting.nearest_centre_distance`); `largest_scale`, the largest present sprite's scale
+  (0 for none)."""
+  return {"counts": batch["count"],
+          "nearest_distance": counting.nearest_centre_distance(batch["position"],
+                                                               batch["present"]),
+          "largest_scale": np.max(batch["scale"] * (batch["present"] != 0), axis=1)}
 
 
 def counting_evidence(codec, num_sprites, num_scenes, seed, presence_prob=0.5):
@@ -127,10 +133,8 @@ def counting_evidence(codec, num_sprites, num_scenes, seed, presence_prob=0.5):
     parts["painted"].append(solo.sum(axis=(2, 3)))  # [B, N]
     parts["centre_cells"].append(counting.centre_cell_counts(
         batch["position"], batch["present"], kl_map.shape[1]))  # [B]
-    parts["nearest_distance"].append(counting.nearest_centre_distance(
-        batch["position"], batch["present"]))  # [B]
-    parts["largest_scale"].append(_largest_scale(batch))
-    parts["counts"].append(batch["count"])
+    for key, value in _scene_kinds(batch).items():
+      parts[key].append(value)  # [B]
   return {k: np.concatenate(v) for k, v in parts.items()}
 
 
@@ -217,10 +221,8 @@ def test_elbo(codec, num_sprites, num_scenes, seed, presence_prob=0.5):
     nll, kl = _scene_terms(codec, batch["image"], rng)  # [B] each
     parts["nll"].append(nll)
     parts["kl"].append(kl)
-    parts["counts"].append(batch["count"])
-    parts["nearest_distance"].append(counting.nearest_centre_distance(
-        batch["position"], batch["present"]))  # [B]
-    parts["largest_scale"].append(_largest_scale(batch))
+    for key, value in _scene_kinds(batch).items():
+      parts[key].append(value)  # [B]
   parts = {k: np.concatenate(v) for k, v in parts.items()}
   return {"scenes": num_scenes, **_scene_facts(seed, SCENE_BATCH, presence_prob),
           **_mean_terms(parts["nll"], parts["kl"]),
