@@ -79,6 +79,8 @@ KL_MAP_BATCH = 256
 # (64 * sqrt(2) < 91).
 SCALE_EDGES = (data.MIN_SCALE, 2 / 3, 5 / 6, data.MAX_SCALE)
 DISTANCE_EDGES = (0.0, 8.0, 16.0, 91.0)
+# Pixels covered by two or more sprites (`overlap_pixels`): none, fewer than 50, 50 or more.
+OVERLAP_EDGES = (0.0, 1.0, 50.0, 64.0 * 64.0)
 
 
 def _scene_facts(seed, batch_size, presence_prob):
@@ -94,15 +96,30 @@ def scenes(num_sprites, num_scenes, seed, batch_size=SCENE_BATCH, presence_prob=
     yield {k: v.numpy()[:keep] for k, v in batch.items()}
 
 
+def overlap_pixels(masks):
+  """How many pixels of each scene two or more sprites cover, where the data add their
+  colours (appendix A): int [B].
+
+  Args:
+    masks: [B, S + 1, 64, 64], background first (`data.render_scenes`): a pixel that c >= 1
+      sprites cover gives each of them 1 / c, so it is covered twice or more exactly where
+      it is not background and no sprite holds all of it.
+  """
+  masks = np.asarray(masks)
+  shared = (masks[:, 0] == 0) & (masks[:, 1:].max(axis=1) < 1)  # [B, 64, 64]
+  return shared.sum(axis=(1, 2))
+
+
 def _scene_kinds(batch):
   """What places each scene of a batch in the breakdowns' bins, [B] each: `counts`, the
   true numbers of sprites; `nearest_distance`, pixels between the two closest centres
   (`counting.nearest_centre_distance`); `largest_scale`, the largest present sprite's scale
-  (0 for none)."""
+  (0 for none); `overlap_px`, pixels covered by two or more sprites (`overlap_pixels`)."""
   return {"counts": batch["count"],
           "nearest_distance": counting.nearest_centre_distance(batch["position"],
                                                                batch["present"]),
-          "largest_scale": np.max(batch["scale"] * (batch["present"] != 0), axis=1)}
+          "largest_scale": np.max(batch["scale"] * (batch["present"] != 0), axis=1),
+          "overlap_px": overlap_pixels(batch["masks"])}
 
 
 def counting_evidence(codec, num_sprites, num_scenes, seed, presence_prob=0.5):
@@ -119,10 +136,11 @@ def counting_evidence(codec, num_sprites, num_scenes, seed, presence_prob=0.5):
       nearest_distance: [num_scenes], pixels between the two closest sprite centres (inf
         below two sprites; `counting.nearest_centre_distance`).
       largest_scale: [num_scenes], the largest present sprite's scale (0 for none).
+      overlap_px: int [num_scenes], pixels covered by two or more sprites.
       counts: int [num_scenes], the true numbers of sprites.
   """
   parts = {"kl_maps": [], "selected_kl": [], "painted": [], "centre_cells": [],
-           "nearest_distance": [], "largest_scale": [], "counts": []}
+           "nearest_distance": [], "largest_scale": [], "overlap_px": [], "counts": []}
   for batch in scenes(num_sprites, num_scenes, seed, batch_size=KL_MAP_BATCH,
                       presence_prob=presence_prob):
     encoded = codec.encode(batch["image"])
@@ -166,13 +184,13 @@ def _terms_by_bin(nll, kl, values, edges):
   return bins
 
 
-def elbo_by_scene(nll, kl, counts, nearest_distance, largest_scale, num_sprites):
+def elbo_by_scene(nll, kl, counts, nearest_distance, largest_scale, overlap_px, num_sprites):
   """Where the ELBO is spent: its mean terms over groups of scenes.
 
   Args:
     nll, kl: [M], each scene's terms in nats.
-    counts: int [M], sprites per scene; nearest_distance, largest_scale: [M], as in
-      `counting_evidence`.
+    counts: int [M], sprites per scene; nearest_distance, largest_scale, overlap_px: [M],
+      as in `counting_evidence`.
     num_sprites: the largest count.
 
   Returns:
@@ -180,6 +198,8 @@ def elbo_by_scene(nll, kl, counts, nearest_distance, largest_scale, num_sprites)
     one_sprite_by_scale: scenes of one sprite, binned by its scale (SCALE_EDGES).
     several_sprites_by_nearest_distance_px: scenes of two or more, by the distance between
       the nearest two centres (DISTANCE_EDGES), the bins of `counting_errors`.
+    several_sprites_by_overlap_px: scenes of two or more, by the pixels that two or more
+      sprites cover (OVERLAP_EDGES), where the data's colours add up.
   """
   one, several = counts == 1, counts >= 2  # [M] each
   return {
@@ -187,7 +207,9 @@ def elbo_by_scene(nll, kl, counts, nearest_distance, largest_scale, num_sprites)
       "one_sprite_by_scale": _terms_by_bin(nll[one], kl[one], largest_scale[one],
                                            SCALE_EDGES),
       "several_sprites_by_nearest_distance_px": _terms_by_bin(
-          nll[several], kl[several], nearest_distance[several], DISTANCE_EDGES)}
+          nll[several], kl[several], nearest_distance[several], DISTANCE_EDGES),
+      "several_sprites_by_overlap_px": _terms_by_bin(
+          nll[several], kl[several], overlap_px[several], OVERLAP_EDGES)}
 
 
 def elbo_gap_by_scene(by_scene, baseline_by_scene):
@@ -216,7 +238,8 @@ def test_elbo(codec, num_sprites, num_scenes, seed, presence_prob=0.5):
   """Negative ELBO terms in nats per image, one posterior sample each (as in training), and
   their breakdown over kinds of scene (`elbo_by_scene`)."""
   rng = np.random.RandomState(seed)
-  parts = {"nll": [], "kl": [], "counts": [], "nearest_distance": [], "largest_scale": []}
+  parts = {"nll": [], "kl": [], "counts": [], "nearest_distance": [], "largest_scale": [],
+           "overlap_px": []}
   for batch in scenes(num_sprites, num_scenes, seed, presence_prob=presence_prob):
     nll, kl = _scene_terms(codec, batch["image"], rng)  # [B] each
     parts["nll"].append(nll)
@@ -254,7 +277,9 @@ def counting_errors(test, predicted):
           counts[one], predicted[one], test["largest_scale"][one], SCALE_EDGES),
       "several_sprites_by_nearest_distance_px": counting.error_rates_by_bin(
           counts[several], predicted[several], test["nearest_distance"][several],
-          DISTANCE_EDGES)}
+          DISTANCE_EDGES),
+      "several_sprites_by_overlap_px": counting.error_rates_by_bin(
+          counts[several], predicted[several], test["overlap_px"][several], OVERLAP_EDGES)}
 
 
 def object_counting(codec, num_sprites, search_scenes, test_scenes, search_seed, test_seed,
@@ -270,8 +295,8 @@ def object_counting(codec, num_sprites, search_scenes, test_scenes, search_seed,
   reference that reads no model, `centre_cell_reference`: the test accuracy of counting
   the distinct grid cells that hold a sprite's centre (`counting.centre_cell_counts`), the
   most a read-out of one cell per sprite could reach on this grid. `errors` breaks the
-  headline's test errors down by the one sprite's scale and by the distance between the
-  nearest two sprites (`counting_errors`).
+  headline's test errors down by the one sprite's scale, by the distance between the
+  nearest two sprites and by how many pixels sprites share (`counting_errors`).
   """
   search = counting_evidence(codec, num_sprites, search_scenes, search_seed, presence_prob)
   test = counting_evidence(codec, num_sprites, test_scenes, test_seed, presence_prob)

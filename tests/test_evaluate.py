@@ -276,9 +276,36 @@ def _assert_elbo_breakdown(test_elbo, num_sprites):
     total = sum(b[term] * b["scenes"] for b in by_count if b["scenes"])
     assert total == pytest.approx(test_elbo[term] * test_elbo["scenes"], rel=1e-5)
   for group, counts in (("one_sprite_by_scale", [1]),
-                        ("several_sprites_by_nearest_distance_px", range(2, num_sprites + 1))):
+                        ("several_sprites_by_nearest_distance_px", range(2, num_sprites + 1)),
+                        ("several_sprites_by_overlap_px", range(2, num_sprites + 1))):
     assert (sum(b["scenes"] for b in test_elbo["by_scene"][group])
             == sum(by_count[c]["scenes"] for c in counts))
+
+
+def test_overlap_pixels_known_answer():
+  """Three scenes drawn by the data's own renderer: apart, overlapping, and one sprite.
+  The overlap is recounted from each sprite's own cover."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from mvae_tf import data  # pylint: disable=g-import-not-at-top
+  from mvae_tf import evaluation  # pylint: disable=g-import-not-at-top
+  # [B=3, S=2] sprites: two squares of scale 0.5, far apart, then 4 px apart, then one.
+  present = tf.constant([[1.0, 1.0], [1.0, 1.0], [1.0, 0.0]])
+  shape = tf.zeros([3, 2], tf.int32)
+  scale = tf.fill([3, 2], 0.5)
+  orientation = tf.zeros([3, 2])
+  position = tf.constant([[[0.25, 0.25], [0.75, 0.75]], [[0.47, 0.47], [0.47, 0.53]],
+                          [[0.47, 0.47], [0.47, 0.53]]])  # (y, x), fractions of the side
+  colour = tf.fill([3, 2, 3], 0.5)
+  _, masks = data.render_scenes(present, shape, scale, orientation, position, colour)
+  masks = masks.numpy()  # [3, 3, 64, 64]
+  got = evaluation.overlap_pixels(masks)
+  alone = [data.render_scenes(present * tf.constant([[1.0, 0.0]]), shape, scale, orientation,
+                              position, colour)[1].numpy()[:, 1],
+           data.render_scenes(present * tf.constant([[0.0, 1.0]]), shape, scale, orientation,
+                              position, colour)[1].numpy()[:, 2]]  # 2 x [3, 64, 64]
+  expected = ((alone[0] > 0) & (alone[1] > 0)).sum(axis=(1, 2))  # [3]
+  assert got.tolist() == expected.tolist()
+  assert got[0] == 0 and got[1] > 20 and got[2] == 0
 
 
 def test_elbo_by_scene_known_answer():
@@ -290,7 +317,8 @@ def test_elbo_by_scene_known_answer():
   counts = np.array([0, 1, 1, 2, 2, 2])
   nearest = np.array([np.inf, np.inf, np.inf, 4.0, 12.0, 5.0])
   scale = np.array([0.0, 0.55, 0.9, 0.7, 0.7, 0.7])
-  got = evaluation.elbo_by_scene(nll, kl, counts, nearest, scale, num_sprites=2)
+  overlap = np.array([0, 0, 0, 120, 0, 7])
+  got = evaluation.elbo_by_scene(nll, kl, counts, nearest, scale, overlap, num_sprites=2)
   by_count = got["by_count"]
   assert [(b["from"], b["scenes"]) for b in by_count] == [(0, 1), (1, 2), (2, 3)]
   assert (by_count[1]["nll"], by_count[1]["kl"], by_count[1]["elbo"]) == (20.0, 3.0, -23.0)
@@ -301,12 +329,18 @@ def test_elbo_by_scene_known_answer():
   near = got["several_sprites_by_nearest_distance_px"]
   assert [b["scenes"] for b in near] == [2, 1, 0]
   assert near[0]["elbo"] == -83.0 and near[1]["elbo"] == -208.0
-  baseline = evaluation.elbo_by_scene(nll - 5, kl, counts, nearest, scale, num_sprites=2)
+  shared = got["several_sprites_by_overlap_px"]
+  assert [(b["from"], b["to"], b["scenes"]) for b in shared] == [
+      (0.0, 1.0, 1), (1.0, 50.0, 1), (50.0, 4096.0, 1)]
+  assert [b["elbo"] for b in shared] == [-208.0, -60.0, -106.0]
+  baseline = evaluation.elbo_by_scene(nll - 5, kl, counts, nearest, scale, overlap,
+                                      num_sprites=2)
   gap = evaluation.elbo_gap_by_scene(got, baseline)
   assert [b["elbo"] for b in gap["by_count"]] == [-5.0, -5.0, -5.0]
   assert gap["one_sprite_by_scale"][1] == {"from": 2 / 3, "to": 5 / 6, "scenes": 0,
                                            "elbo": None}
-  other = evaluation.elbo_by_scene(nll[1:], kl[1:], counts[1:], nearest[1:], scale[1:], 2)
+  other = evaluation.elbo_by_scene(nll[1:], kl[1:], counts[1:], nearest[1:], scale[1:],
+                                   overlap[1:], 2)
   with pytest.raises(ValueError, match="the same scenes in each bin of 'by_count'"):
     evaluation.elbo_gap_by_scene(got, other)
 
@@ -317,7 +351,8 @@ def _assert_error_breakdown(result):
   matrix = np.array(result["test"]["confusion_true_by_predicted"])
   errors = result["errors"]
   for bins, rows in ((errors["one_sprite_by_scale"], [1]),
-                     (errors["several_sprites_by_nearest_distance_px"], range(2, len(matrix)))):
+                     (errors["several_sprites_by_nearest_distance_px"], range(2, len(matrix))),
+                     (errors["several_sprites_by_overlap_px"], range(2, len(matrix)))):
     assert sum(b["scenes"] for b in bins) == matrix[list(rows)].sum()
     for kind, cells in (("accuracy", lambda i, j: i == j), ("under", lambda i, j: j < i),
                         ("over", lambda i, j: j > i)):
