@@ -42,7 +42,8 @@ flags.DEFINE_integer("latent_dim", None, "D, latent size per object. Default: 12
                      "MVAE, 60 for the VAE (appendix A).")
 flags.DEFINE_enum("aggregation", _MODEL_DEFAULTS.aggregation, config_lib.AGGREGATIONS,
                   "Symmetric pooling over objects: softmax (study round 3b; README), max "
-                  "(the paper's) or sum. MVAE only.")
+                  "(the paper's), sum, or gated_sum (each object's features times its own gate; "
+                  "study round 16). MVAE only.")
 flags.DEFINE_enum("model", _MODEL_DEFAULTS.model, config_lib.MODELS,
                   "mvae, or vae for the standard VAE baseline.")
 flags.DEFINE_integer("num_pooling", None,

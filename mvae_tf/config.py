@@ -13,7 +13,7 @@ import os
 import tempfile
 
 MODELS = ("mvae", "vae")
-AGGREGATIONS = ("max", "sum", "softmax")
+AGGREGATIONS = ("max", "sum", "softmax", "gated_sum")
 # The MVAE's default pooling over objects: softmax won study round 3b (README, "Object
 # counting"); the paper's is "max" (`--aggregation=max`). The VAE has nothing to pool.
 MVAE_AGGREGATION = "softmax"
@@ -120,9 +120,10 @@ class ModelConfig:
     model: "mvae", or "vae" for the standard VAE baseline of appendix A.
     num_objects: N, the number of candidate posteriors kept by KL (1 for the VAE).
     latent_dim: D, the size of each object's latent (the VAE's whole latent: 60).
-    aggregation: the symmetric pooling over objects, "max" (the paper's), "sum" or "softmax"
-      (`decoder.aggregate`); None (the default) is the model's own: MVAE_AGGREGATION for
-      the MVAE, "max" for the VAE, which decodes one latent and pools nothing.
+    aggregation: the symmetric pooling over objects, "max" (the paper's), "sum", "softmax"
+      or "gated_sum" (`decoder.aggregate`); None (the default) is the model's own:
+      MVAE_AGGREGATION for the MVAE, "max" for the VAE, which decodes one latent and pools
+      nothing.
     num_pooling: how many of the encoder's four conv layers are followed by 2x2 max-pooling;
       the candidate grid is (64 / 2**num_pooling) squared. None (the default) is the
       model's own: MVAE_NUM_POOLING (an 8x8 grid) for the MVAE, VAE_NUM_POOLING for the VAE.

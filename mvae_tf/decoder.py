@@ -5,7 +5,7 @@
   bilinear 2x upsampling, giving 32x32xC. It is applied to all N objects at once by folding
   the object axis into the batch: [B, N, D] -> [B*N, D] -> g -> [B, N, 32, 32, C].
 * pool aggregates the objects with a symmetric function, o_pool = max_n o_n (the paper's
-  default), sum_n o_n, or a softmax-weighted mixture (`aggregate`), so f is exactly
+  default), sum_n o_n, a softmax-weighted mixture or a gated sum (`aggregate`), so f is exactly
   invariant to the order of the objects and accepts any number N >= 1 of them (which
   sequential decoding, section 4.1, needs).
 * h, the renderer, maps o_pool to 64x64x3 Bernoulli logits with three conv layers and one
@@ -103,6 +103,13 @@ def aggregate(objects, aggregation, background=None):
     position's whole feature vector comes mostly from one object (as the masks of MONet
     and IODINE do). Under "max" each channel can come from a different object, which lets
     two objects share one sprite (one its colour, another its shape). Not in the paper.
+  * "gated_sum": o_pool = sum_n a_n o_n with a_n = tanh(1 + o_n[..., 0]) at each position:
+    each object's gate a_n in (0, 1) is its own, not a share of one. The data blend
+    overlapping sprites by adding their colours (appendix A); a mixture hands h one
+    object's features where two overlap, a sum hands it both. Unlike plain "sum", an
+    object can gate itself out: g's last activation is an ELU, whose floor -1 maps to a
+    gate of 0, so Null objects add nothing and an object decoded alone is pooled as in
+    training. Not in the paper.
 
   `background`, of shape [...] (an object's shape), joins every pool as one more element.
   """
@@ -120,8 +127,15 @@ def aggregate(objects, aggregation, background=None):
     # The weights in float32 whatever the compute dtype, as Keras computes softmax.
     weights = tf.nn.softmax(tf.cast(objects[..., :1], tf.float32), axis=1)  # [B, N, ..., 1]
     return tf.reduce_sum(tf.cast(weights, objects.dtype) * objects, axis=1)  # [B, ...]
+  if aggregation == "gated_sum":
+    gates = tf.tanh(1.0 + objects[..., :1])  # [B, N, ..., 1]
+    pooled = tf.reduce_sum(gates * objects, axis=1)  # [B, ...]
+    if background is None:
+      return pooled
+    background = tf.cast(background, objects.dtype)
+    return pooled + tf.tanh(1.0 + background[..., :1]) * background
   raise ValueError("Invalid value received for argument `aggregation`. Expected 'max', "
-                   f"'sum' or 'softmax'. Received: aggregation={aggregation!r}")
+                   f"'sum', 'softmax' or 'gated_sum'. Received: aggregation={aggregation!r}")
 
 
 class Renderer(keras.layers.Layer):
@@ -155,8 +169,8 @@ class Decoder(keras.layers.Layer):
   """f(z_1..N) = h(pool_n g(z_n)): a set of latents to Bernoulli logits.
 
   Args:
-    aggregation: "max", "sum" or "softmax" (`aggregate`); no default here, the model's is
-      `config.MVAE_AGGREGATION`.
+    aggregation: "max", "sum", "softmax" or "gated_sum" (`aggregate`); no default here,
+      the model's is `config.MVAE_AGGREGATION`.
     width: multiplies the channels of g's and h's convolutions (1: 16 for g, 32 and 16 for
       h; the paper gives no widths).
     learned_background: pool a trained feature map b [32, 32, C] with the objects (see the

@@ -86,7 +86,7 @@ class MVAE(_LatentVariableModel):
   Args:
     num_objects: N, the number of objects kept by KL.
     latent_dim: D.
-    aggregation: "max", "sum" or "softmax" (`decoder.aggregate`).
+    aggregation: "max", "sum", "softmax" or "gated_sum" (`decoder.aggregate`).
     num_pooling: pooling layers in the encoder; the grid is 64 / 2**num_pooling a side
       (default `config.MVAE_NUM_POOLING`: 8x8).
     precision: "float32" or "mixed_bfloat16" (the encoder's and decoder's layers).

@@ -9,7 +9,7 @@ from mvae_tf import decoder
 B, N, D = 2, 3, 5
 
 
-@pytest.fixture(params=["max", "sum", "softmax"])
+@pytest.fixture(params=["max", "sum", "softmax", "gated_sum"])
 def dec(request):
   layer = decoder.Decoder(request.param)
   layer.build((None, None, D))
@@ -64,8 +64,8 @@ def test_aggregate_known_answers():
 
 
 def test_unknown_aggregation():
-  with pytest.raises(ValueError, match=r"Expected 'max', 'sum' or 'softmax'. Received: "
-                                       r"aggregation='mean'"):
+  with pytest.raises(ValueError, match=r"Expected 'max', 'sum', 'softmax' or 'gated_sum'. "
+                                       r"Received: aggregation='mean'"):
     decoder.Decoder("mean")
 
 
@@ -91,6 +91,40 @@ def test_softmax_aggregation_computes_its_weights_in_float32():
   pooled = decoder.aggregate(objects, "softmax")
   assert pooled.dtype == tf.bfloat16
   np.testing.assert_allclose(tf.cast(pooled, tf.float32).numpy()[0, 1], 5.0, rtol=1e-2)
+
+
+def test_gated_sum_aggregation_known_answers():
+  # Channels (gate input, feature): gates tanh(1 + c0), each object's own.
+  objects = tf.constant([[[0.0, 8.0], [1.0, 4.0]]])  # [B=1, N=2, C=2]
+  gates = np.tanh([1.0, 2.0])
+  np.testing.assert_allclose(decoder.aggregate(objects, "gated_sum").numpy(),
+                             [[gates[1] * 1.0, gates[0] * 8.0 + gates[1] * 4.0]], rtol=1e-6)
+  # An object at ELU's floor (-1 in its gate channel) adds nothing: the pool of a scene
+  # with a Null object equals the pool of its other objects, as decoding one object alone
+  # needs.
+  null = tf.constant([[[-1.0, 5.0]]])
+  with_null = tf.concat([objects, null], axis=1)  # [1, 3, 2]
+  np.testing.assert_allclose(decoder.aggregate(with_null, "gated_sum").numpy(),
+                             decoder.aggregate(objects, "gated_sum").numpy(), rtol=1e-6)
+  # Two overlapping objects add up, where softmax would average them.
+  same = tf.constant([[[3.0, 2.0], [3.0, 2.0]]])
+  np.testing.assert_allclose(decoder.aggregate(same, "gated_sum").numpy(),
+                             2 * np.tanh(4.0) * np.array([[3.0, 2.0]]), rtol=1e-6)
+  np.testing.assert_allclose(decoder.aggregate(same, "softmax").numpy(), [[3.0, 2.0]])
+  # A background is gated like one more object.
+  background = tf.constant([0.5, 2.0])
+  np.testing.assert_allclose(
+      decoder.aggregate(objects, "gated_sum", background).numpy(),
+      decoder.aggregate(objects, "gated_sum").numpy() + np.tanh(1.5) * np.array([0.5, 2.0]),
+      rtol=1e-6)
+
+
+def test_gated_sum_aggregation_keeps_the_compute_dtype():
+  objects = tf.cast(tf.constant([[[0.0, 8.0], [1.0, 4.0]]]), tf.bfloat16)
+  pooled = decoder.aggregate(objects, "gated_sum")
+  assert pooled.dtype == tf.bfloat16
+  expected = np.tanh(1.0) * 8.0 + np.tanh(2.0) * 4.0
+  np.testing.assert_allclose(tf.cast(pooled, tf.float32).numpy()[0, 1], expected, rtol=1e-2)
 
 
 def test_aggregate_with_a_background_known_answers():

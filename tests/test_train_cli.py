@@ -29,7 +29,7 @@ def _run(*flags, timeout=300):
      r"--num_objects must be at most the number of candidates, 4x4=16"),
     (["--num_objects=65"], r"8x8=64 for --num_pooling=3; received 65"),
     (["--num_sprites=63"], r"--num_objects must be at most .* 8x8=64 .*received 65"),
-    (["--aggregation=mean"], r"--aggregation=mean: value should be one of <max\|sum\|softmax>"),
+    (["--aggregation=mean"], r"--aggregation=mean: value should be one of <max\|sum\|softmax\|gated_sum>"),
     (["--model=vae", "--num_objects=3"], r"--num_objects must be 1 for --model=vae"),
     (["--num_cpu_devices=2", "--batch_size=5"],
      r"--batch_size must be divisible by the number of replicas \(2\); received 5"),
