@@ -49,7 +49,7 @@ flags.DEFINE_enum("model", _MODEL_DEFAULTS.model, config_lib.MODELS,
 flags.DEFINE_integer("num_pooling", None,
                      "Max-pooling layers in the encoder: the candidate grid is "
                      "64 / 2**num_pooling cells a side. Default: "
-                     f"{config_lib.MVAE_NUM_POOLING} (8x8) for the MVAE, which won the "
+                     f"{config_lib.MVAE_NUM_POOLING} (16x16) for the MVAE, which won the "
                      f"README's study; {config_lib.VAE_NUM_POOLING} (4x4) for the VAE.")
 flags.DEFINE_integer("suppression_radius", None,
                      "0: keep the top-N cells by KL (the paper). r >= 1: after selecting a "

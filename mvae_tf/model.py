@@ -88,7 +88,7 @@ class MVAE(_LatentVariableModel):
     latent_dim: D.
     aggregation: "max", "sum", "softmax" or "gated_sum" (`decoder.aggregate`).
     num_pooling: pooling layers in the encoder; the grid is 64 / 2**num_pooling a side
-      (default `config.MVAE_NUM_POOLING`: 8x8).
+      (default `config.MVAE_NUM_POOLING`: 16x16).
     precision: "float32" or "mixed_bfloat16" (the encoder's and decoder's layers).
     suppression_radius: 0 (top-N, the paper) or r >= 1 (`selection.TopKByKL`; default
       `config.MVAE_SUPPRESSION_RADIUS`).

@@ -31,11 +31,11 @@ def test_mvae_shapes():
   np.testing.assert_allclose(out["kl"].numpy(), top, rtol=1e-6)
 
 
-def test_the_default_mvae_selects_from_an_8x8_grid_cells_apart():
-  """Today's defaults (README, study rounds 9 and 10): an 8x8 grid, and suppression radius 1,
-  so no two of the N objects come from neighbouring cells while 64 cells leave room. The
-  same weights with top-N selection do pick neighbours (a smooth KL map peaks in clusters),
-  so the spacing is the suppression's, not chance's."""
+def test_the_default_mvae_selects_from_a_16x16_grid_cells_apart():
+  """Today's defaults (README, study round 17): a 16x16 grid, and suppression radius 2, so
+  no two of the N objects come from cells within 2 of each other while 256 cells leave
+  room. The same weights with top-N selection do pick neighbours (a smooth KL map peaks in
+  clusters), so the spacing is the suppression's, not chance's."""
   images = _images(batch=3)
 
   def closest_pair(model_config, weights=None):
@@ -44,15 +44,15 @@ def test_the_default_mvae_selects_from_an_8x8_grid_cells_apart():
     if weights is not None:
       mvae.set_weights(weights)
     out = mvae(images)
-    assert out["kl_map"].shape == (3, 8, 8)
-    # [3, N, 2]: each object's cell's (y, x) in [-1, 1], 2/7 apart; as (row, column):
-    cells = np.round((out["coords"].numpy() + 1) * 7 / 2)
+    assert out["kl_map"].shape == (3, 16, 16)
+    # [3, N, 2]: each object's cell's (y, x) in [-1, 1], 2/15 apart; as (row, column):
+    cells = np.round((out["coords"].numpy() + 1) * 15 / 2)
     return min(np.abs(scene[i] - scene[j]).max()
                for scene in cells for i in range(N) for j in range(i)), mvae.get_weights()
 
   default, weights = closest_pair(config.ModelConfig("mvae", N, D))
   top_n, _ = closest_pair(config.ModelConfig("mvae", N, D, suppression_radius=0), weights)
-  assert default >= 2 and top_n <= 1
+  assert default >= 3 and top_n <= 1
 
 
 def test_without_noise_decodes_the_posterior_means():

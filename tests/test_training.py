@@ -329,7 +329,7 @@ def test_the_unselected_cost_is_on_by_default_and_follows_suppression():
     return terms["nll"] + terms["kl"] + left_out
   train_config = _train_config(kl_warmup_steps=0, object_sparsity=0.0)
   assert config.resolve_train_config(MODEL, train_config).unselected_kl_weight == 1.0
-  assert MODEL.suppression_radius == config.MVAE_SUPPRESSION_RADIUS == 1
+  assert MODEL.suppression_radius == config.MVAE_SUPPRESSION_RADIUS == 2
   _first_step_matches(train_config, objective)
 
 
@@ -395,7 +395,7 @@ def test_a_config_json_from_before_object_sparsity_reads_as_the_papers_objective
 
 def test_the_grid_suppression_and_unselected_cost_default_to_the_studys_for_the_mvae_only():
   mvae, vae = config.ModelConfig(), config.ModelConfig("vae", num_objects=1, latent_dim=7)
-  assert (mvae.num_pooling, mvae.grid_size, mvae.suppression_radius) == (3, 8, 1)
+  assert (mvae.num_pooling, mvae.grid_size, mvae.suppression_radius) == (2, 16, 2)
   assert (vae.num_pooling, vae.grid_size, vae.suppression_radius) == (4, 4, 0)
   assert config.TrainConfig().unselected_kl_weight is None  # The model's, resolved late.
   assert config.resolve_train_config(mvae, _train_config()).unselected_kl_weight == 1.0
@@ -420,10 +420,23 @@ def test_a_config_json_from_before_the_grid_defaults_reads_as_4x4_top_n(tmp_path
   assert (model_config.num_pooling, model_config.suppression_radius) == (4, 0)
   assert train_config.unselected_kl_weight == 0.0
   training.check_model_dir(str(tmp_path), old_model, old_train)  # Resumes: no difference.
-  with pytest.raises(config.ConfigError, match=r"model\.num_pooling: 4 -> 3.*"
-                                               r"model\.suppression_radius: 0 -> 1"):
+  with pytest.raises(config.ConfigError, match=r"model\.num_pooling: 4 -> 2.*"
+                                               r"model\.suppression_radius: 0 -> 2"):
     training.check_model_dir(str(tmp_path), config.ModelConfig(num_objects=3, latent_dim=5),
                              old_train)
+
+
+def test_a_run_of_the_8x8_defaults_resumes_only_with_their_flags(tmp_path):
+  """Runs made from study round 10 until round 17 record the 8x8 grid with radius 1 (as the
+  shipped models' runs do); today's defaults differ, and the error names both settings."""
+  grid8 = config.ModelConfig(num_objects=3, latent_dim=5, num_pooling=3, suppression_radius=1)
+  config.write_json_atomic(config.config_path(str(tmp_path)),
+                           config.to_dict(grid8, _train_config()))
+  training.check_model_dir(str(tmp_path), grid8, _train_config())  # Resumes: no difference.
+  with pytest.raises(config.ConfigError, match=r"model\.num_pooling: 3 -> 2.*"
+                                               r"model\.suppression_radius: 1 -> 2"):
+    training.check_model_dir(str(tmp_path), config.ModelConfig(num_objects=3, latent_dim=5),
+                             _train_config())
 
 
 def test_a_config_json_without_the_kl_ratio_reads_as_plain_suppression_and_resumes(tmp_path):
