@@ -5,9 +5,9 @@
   bilinear 2x upsampling, giving 32x32xC. It is applied to all N objects at once by folding
   the object axis into the batch: [B, N, D] -> [B*N, D] -> g -> [B, N, 32, 32, C].
 * pool aggregates the objects with a symmetric function, o_pool = max_n o_n (the paper's
-  default), sum_n o_n, a softmax-weighted mixture or a gated sum (`aggregate`), so f is exactly
-  invariant to the order of the objects and accepts any number N >= 1 of them (which
-  sequential decoding, section 4.1, needs).
+  default), sum_n o_n, a softmax-weighted mixture or a gated sum (`aggregate`), so f is
+  exactly invariant to the order of the objects and accepts any number N >= 1 of them
+  (which sequential decoding, section 4.1, needs).
 * h, the renderer, maps o_pool to 64x64x3 Bernoulli logits with three conv layers and one
   bilinear 2x upsampling.
 
