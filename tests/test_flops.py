@@ -35,10 +35,12 @@ def test_depthwise_conv_counts_one_filter_per_channel():
 
 def _mvae_hand_count(num_objects, grid, latent_dim=12):
   conv = flops.conv2d_flops
-  # The trunk's four convs run before their pooling, at 64, 32, 16 and 8 pixels a side for
-  # both grids; the head's two convs (after the 2 coordinate channels) run on the grid.
-  encoder = (conv(64, 64, 3, 3, 3, 32) + conv(32, 32, 3, 3, 32, 32) + conv(16, 16, 3, 3, 32, 64)
-             + conv(8, 8, 3, 3, 64, 64) + conv(grid, grid, 3, 3, 66, 64)
+  # The trunk's four convs run before their pooling, at 64, 32, 16 and 8 pixels a side, but
+  # never below the grid (with 2 poolings the last two run at 16); the head's two convs
+  # (after the 2 coordinate channels) run on the grid.
+  s3, s4 = max(16, grid), max(8, grid)
+  encoder = (conv(64, 64, 3, 3, 3, 32) + conv(32, 32, 3, 3, 32, 32) + conv(s3, s3, 3, 3, 32, 64)
+             + conv(s4, s4, 3, 3, 64, 64) + conv(grid, grid, 3, 3, 66, 64)
              + conv(grid, grid, 1, 1, 64, 2 * latent_dim))
   g = (flops.matmul_flops(1, latent_dim, 256) + flops.matmul_flops(1, 256, 1024)
        + conv(16, 16, 3, 3, 16, 16) + conv(32, 32, 3, 3, 16, 16))
@@ -46,8 +48,8 @@ def _mvae_hand_count(num_objects, grid, latent_dim=12):
   return encoder + num_objects * g + h
 
 
-@pytest.mark.parametrize("num_objects, num_pooling, grid", [(5, None, 8), (10, None, 8),
-                                                             (5, 4, 4)])
+@pytest.mark.parametrize("num_objects, num_pooling, grid", [(5, None, 16), (10, None, 16),
+                                                             (5, 3, 8), (5, 4, 4)])
 def test_the_model_is_its_layers_summed(num_objects, num_pooling, grid):
   model_config = config.ModelConfig(num_objects=num_objects, num_pooling=num_pooling)
   assert model_config.grid_size == grid
