@@ -80,15 +80,18 @@ def matmul_gflops(dtype, size, repeats):
   return _median_rate(lambda: matmul(a).numpy(), 2 * size**3 / 1e9, repeats, warmup=2)
 
 
-def training_rate(num_sprites, precision, sizes, check_finite=True, jit_compile=False):
+def training_rate(num_sprites, precision, sizes, check_finite=True, jit_compile=False,
+                  **model_settings):
   """Images/s of the full training step on one cached batch.
 
   `jit_compile` compiles each replica's forward and backward pass with XLA (Adam's update
   and the all-reduce stay outside); `benchmarks/xla_step.py` uses it to measure XLA.
+  `model_settings` are `config.ModelConfig` fields other than the defaults (such as
+  `num_pooling`; `benchmarks/grid_step.py` times grids with them).
   """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from mvae_tf import config, training  # pylint: disable=g-import-not-at-top
-  model_config = config.ModelConfig(num_objects=num_sprites + 2)
+  model_config = config.ModelConfig(num_objects=num_sprites + 2, **model_settings)
   train_config = config.TrainConfig(num_sprites=num_sprites, batch_size=sizes.batch,
                                     precision=precision)
   trainer = training.Trainer(model_config, train_config, training.make_strategy(),
