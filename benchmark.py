@@ -110,6 +110,35 @@ def training_rate(num_sprites, precision, sizes, check_finite=True, jit_compile=
   return _median_rate(steps, sizes.steps * sizes.batch, sizes.repeats, sizes.warmup)
 
 
+def compare_steps(description, variants, argv=None):
+  """Times the training step of several variants alternately, for `benchmarks/*_step.py`.
+
+  Parses `--sprites` (3), `--precision` (float32) and `--rounds` (2) from `argv`, prints
+  the machine, then runs `training_rate` for each variant in turn, `--rounds` times, so
+  that all of them see the same machine.
+
+  Args:
+    description: the tool's one-line description, for `--help`.
+    variants: {name: keyword arguments of `training_rate`}, in the order to time them.
+    argv: the arguments (None: sys.argv[1:]).
+  """
+  import argparse  # pylint: disable=g-import-not-at-top
+  parser = argparse.ArgumentParser(description=description)
+  parser.add_argument("--sprites", type=int, default=3)
+  parser.add_argument("--precision", default="float32", choices=["float32", "mixed_bfloat16"])
+  parser.add_argument("--rounds", type=int, default=2)
+  args = parser.parse_args(argv)
+  if args.sprites < 1 or args.rounds < 1:
+    parser.error("--sprites and --rounds must be >= 1")
+  from mvae_tf import machine  # pylint: disable=g-import-not-at-top
+  print({**machine.cpu_facts(), **machine.tensorflow_facts()}, flush=True)
+  sizes = Sizes(quick=False)
+  for _ in range(args.rounds):
+    for name, settings in variants.items():
+      rate = training_rate(args.sprites, args.precision, sizes, **settings)
+      print(f"{args.sprites} sprites, {args.precision}, {name}: {rate:.1f} img/s", flush=True)
+
+
 def data_rate(num_sprites, sizes):
   """Images/s of the tf.data pipeline alone (rendering, batching, noise)."""
   from mvae_tf import config, training  # pylint: disable=g-import-not-at-top

@@ -10,7 +10,6 @@ alternating the two `--rounds` times so that both see the same machine. A measur
 only; the test suite does not run this.
 """
 
-import argparse
 import os
 import sys
 
@@ -21,23 +20,5 @@ import benchmark  # pylint: disable=g-import-not-at-top,wrong-import-position  (
 GRIDS = {"16x16, radius 2": dict(num_pooling=2, suppression_radius=2),
          "8x8, radius 1": dict(num_pooling=3, suppression_radius=1)}
 
-
-def main():
-  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("--sprites", type=int, default=3)
-  parser.add_argument("--precision", default="float32", choices=["float32", "mixed_bfloat16"])
-  parser.add_argument("--rounds", type=int, default=2)
-  args = parser.parse_args()
-  if args.sprites < 1 or args.rounds < 1:
-    parser.error("--sprites and --rounds must be >= 1")
-  from mvae_tf import machine  # pylint: disable=g-import-not-at-top
-  print({**machine.cpu_facts(), **machine.tensorflow_facts()}, flush=True)
-  sizes = benchmark.Sizes(quick=False)
-  for _ in range(args.rounds):
-    for name, settings in GRIDS.items():
-      rate = benchmark.training_rate(args.sprites, args.precision, sizes, **settings)
-      print(f"{args.sprites} sprites, {args.precision}, {name}: {rate:.1f} img/s", flush=True)
-
-
 if __name__ == "__main__":
-  main()
+  benchmark.compare_steps(__doc__.split("\n\n")[0], GRIDS)

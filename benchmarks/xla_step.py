@@ -10,7 +10,6 @@ machine. A measuring tool only: XLA stays off in `mvae_tf` unless it measures a 
 the test suite does not run this.
 """
 
-import argparse
 import os
 import sys
 
@@ -18,25 +17,6 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import benchmark  # pylint: disable=g-import-not-at-top,wrong-import-position  (sets oneDNN on)
 
-
-def main():
-  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("--sprites", type=int, default=3)
-  parser.add_argument("--precision", default="float32", choices=["float32", "mixed_bfloat16"])
-  parser.add_argument("--rounds", type=int, default=2)
-  args = parser.parse_args()
-  if args.sprites < 1 or args.rounds < 1:
-    parser.error("--sprites and --rounds must be >= 1")
-  from mvae_tf import machine  # pylint: disable=g-import-not-at-top
-  print({**machine.cpu_facts(), **machine.tensorflow_facts()}, flush=True)
-  sizes = benchmark.Sizes(quick=False)
-  for _ in range(args.rounds):
-    for jit_compile in (False, True):
-      rate = benchmark.training_rate(args.sprites, args.precision, sizes,
-                                     jit_compile=jit_compile)
-      print(f"{args.sprites} sprites, {args.precision}, jit_compile={jit_compile}: "
-            f"{rate:.1f} img/s", flush=True)
-
-
 if __name__ == "__main__":
-  main()
+  benchmark.compare_steps(__doc__.split("\n\n")[0],
+                          {"jit_compile=False": {}, "jit_compile=True": {"jit_compile": True}})

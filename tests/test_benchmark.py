@@ -50,3 +50,14 @@ def test_quick_benchmark_writes_every_key(tmp_path):
     assert figures["serving"][name]["p99_ms"] >= figures["serving"][name]["p50_ms"]
   assert _positive(figures["peak_rss_mb"])
   assert "training step" in result.stdout and "of matmul" in result.stdout
+
+
+def test_the_step_comparison_tools_refuse_bad_sizes_before_any_work():
+  for tool in ("grid_step.py", "xla_step.py"):
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "benchmarks", tool), "--rounds=0"],
+        capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert result.returncode == 2, (tool, result.stderr[-2000:])
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"{tool}: error: --sprites and --rounds must be >= 1"), tool
+    assert "img/s" not in result.stdout
