@@ -128,12 +128,12 @@ def aggregate(objects, aggregation, background=None):
     weights = tf.nn.softmax(tf.cast(objects[..., :1], tf.float32), axis=1)  # [B, N, ..., 1]
     return tf.reduce_sum(tf.cast(weights, objects.dtype) * objects, axis=1)  # [B, ...]
   if aggregation == "gated_sum":
-    gates = tf.tanh(1.0 + objects[..., :1])  # [B, N, ..., 1]
-    pooled = tf.reduce_sum(gates * objects, axis=1)  # [B, ...]
-    if background is None:
-      return pooled
-    background = tf.cast(background, objects.dtype)
-    return pooled + tf.tanh(1.0 + background[..., :1]) * background
+    def gated(x):
+      return tf.tanh(1.0 + x[..., :1]) * x  # The gate [..., 1] times the features [..., C].
+    pooled = tf.reduce_sum(gated(objects), axis=1)  # [B, ...]
+    if background is not None:
+      pooled += gated(tf.cast(background, objects.dtype))  # One more element, gated alike.
+    return pooled
   raise ValueError("Invalid value received for argument `aggregation`. Expected 'max', "
                    f"'sum', 'softmax' or 'gated_sum'. Received: aggregation={aggregation!r}")
 

@@ -6,6 +6,7 @@ loaded SavedModel (`Codec.from_saved_model`) both provide. Scenes come from
 `data.make_dataset` with stated seeds, so every number can be reproduced.
 """
 
+import collections
 import dataclasses
 
 import numpy as np
@@ -139,8 +140,7 @@ def counting_evidence(codec, num_sprites, num_scenes, seed, presence_prob=0.5):
       overlap_px: int [num_scenes], pixels covered by two or more sprites.
       counts: int [num_scenes], the true numbers of sprites.
   """
-  parts = {"kl_maps": [], "selected_kl": [], "painted": [], "centre_cells": [],
-           "nearest_distance": [], "largest_scale": [], "overlap_px": [], "counts": []}
+  parts = collections.defaultdict(list)  # The keys above, each a list of [B, ...] arrays.
   for batch in scenes(num_sprites, num_scenes, seed, batch_size=KL_MAP_BATCH,
                       presence_prob=presence_prob):
     encoded = codec.encode(batch["image"])
@@ -238,8 +238,7 @@ def test_elbo(codec, num_sprites, num_scenes, seed, presence_prob=0.5):
   """Negative ELBO terms in nats per image, one posterior sample each (as in training), and
   their breakdown over kinds of scene (`elbo_by_scene`)."""
   rng = np.random.RandomState(seed)
-  parts = {"nll": [], "kl": [], "counts": [], "nearest_distance": [], "largest_scale": [],
-           "overlap_px": []}
+  parts = collections.defaultdict(list)  # nll, kl and `_scene_kinds`'s keys, [B] each.
   for batch in scenes(num_sprites, num_scenes, seed, presence_prob=presence_prob):
     nll, kl = _scene_terms(codec, batch["image"], rng)  # [B] each
     parts["nll"].append(nll)
