@@ -437,10 +437,17 @@ def read_run_config(model_dir):
 
 
 def write_json_atomic(path, obj):
-  """Writes JSON to a temporary file beside `path`, then renames it into place."""
+  """Writes JSON to a temporary file beside `path`, then renames it into place.
+
+  The file gets the mode `open()` would give a new file (0o666 less the umask), not
+  mkstemp's owner-only 0o600, so a shared model directory's JSON stays readable.
+  """
   directory = os.path.dirname(os.path.abspath(path))
   fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
   try:
+    umask = os.umask(0)
+    os.umask(umask)
+    os.fchmod(fd, 0o666 & ~umask)
     with os.fdopen(fd, "w") as f:
       json.dump(obj, f, indent=2, sort_keys=True)
       f.write("\n")

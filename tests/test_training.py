@@ -383,6 +383,17 @@ def test_object_sparsity_defaults_to_the_studys_lambda_for_the_mvae_and_0_for_th
     training.check_model_dir(str(earlier), MODEL, _train_config())
 
 
+def test_json_written_atomically_gets_a_new_files_mode_and_leaves_no_temporary(tmp_path):
+  path = tmp_path / "metrics.json"
+  config.write_json_atomic(str(path), {"b": [1, 2], "a": 0.5})
+  umask = os.umask(0)
+  os.umask(umask)
+  # As open() would make it (0o644 under the usual umask 022), not mkstemp's 0o600.
+  assert os.stat(path).st_mode & 0o777 == 0o666 & ~umask
+  assert json.loads(path.read_text()) == {"a": 0.5, "b": [1, 2]}
+  assert os.listdir(tmp_path) == ["metrics.json"]
+
+
 def test_a_config_json_from_before_object_sparsity_reads_as_the_papers_objective(tmp_path):
   saved = config.to_dict(MODEL, _train_config(object_sparsity=0.0))
   del saved["train"]["object_sparsity"]  # As written before the setting existed.
