@@ -367,7 +367,8 @@ def test_readme_python_examples_run(mvae_run):
 SHIPPED_MODELS = [("mvae_3sprites", 3, 5, 16, 0.5), ("mvae_3sprites_grid8", 3, 5, 8, 0.5),
                   ("mvae_3sprites_lambda5", 3, 5, 8, 0.5),
                   ("mvae_3sprites_grid4", 3, 5, 4, 0.5), ("mvae_3sprites_paper", 3, 5, 4, 0.5),
-                  ("mvae_8sprites", 8, 10, 8, 0.4), ("mvae_8sprites_lambda5", 8, 10, 8, 0.4),
+                  ("mvae_8sprites", 8, 10, 16, 0.4), ("mvae_8sprites_grid8", 8, 10, 8, 0.4),
+                  ("mvae_8sprites_lambda5", 8, 10, 8, 0.4),
                   ("mvae_8sprites_grid4", 8, 10, 4, 0.4)]
 
 
