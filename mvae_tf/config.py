@@ -10,7 +10,7 @@ import dataclasses
 import json
 import math
 import os
-import tempfile
+import secrets
 
 MODELS = ("mvae", "vae")
 AGGREGATIONS = ("max", "sum", "softmax", "gated_sum")
@@ -441,15 +441,14 @@ def read_run_config(model_dir):
 def write_json_atomic(path, obj):
   """Writes JSON to a temporary file beside `path`, then renames it into place.
 
-  The file gets the mode `open()` would give a new file (0o666 less the umask), not
-  mkstemp's owner-only 0o600, so a shared model directory's JSON stays readable.
+  The temporary is created as `open()` creates a new file (mode 0o666 less the umask), not
+  with mkstemp's owner-only 0o600, so a shared model directory's JSON stays readable; a
+  random name and O_EXCL keep two writers apart.
   """
   directory = os.path.dirname(os.path.abspath(path))
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
+  tmp = os.path.join(directory, f".tmp-{secrets.token_hex(8)}.json")
+  fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
   try:
-    umask = os.umask(0)
-    os.umask(umask)
-    os.fchmod(fd, 0o666 & ~umask)
     with os.fdopen(fd, "w") as f:
       json.dump(obj, f, indent=2, sort_keys=True)
       f.write("\n")

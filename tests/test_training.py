@@ -392,6 +392,11 @@ def test_json_written_atomically_gets_a_new_files_mode_and_leaves_no_temporary(t
   assert os.stat(path).st_mode & 0o777 == 0o666 & ~umask
   assert json.loads(path.read_text()) == {"a": 0.5, "b": [1, 2]}
   assert os.listdir(tmp_path) == ["metrics.json"]
+  # A write that fails midway leaves the old file whole and no temporary.
+  with pytest.raises(TypeError, match="not JSON serializable"):
+    config.write_json_atomic(str(path), {"a": object()})
+  assert json.loads(path.read_text()) == {"a": 0.5, "b": [1, 2]}
+  assert os.listdir(tmp_path) == ["metrics.json"]
 
 
 def test_a_config_json_from_before_object_sparsity_reads_as_the_papers_objective(tmp_path):
