@@ -251,12 +251,9 @@ def run(sizes, sprite_counts, log):
 
 def format_table(results):
   """The figures as readable lines."""
-  facts = results["machine"]
-  flags_on = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if facts[f]]
+  from mvae_tf import machine  # pylint: disable=g-import-not-at-top
   lines = [
-      f"machine: {facts['cpu_model']}, {facts['logical_cores']} logical cores, "
-      f"flags {' '.join(flags_on) or 'none'}; TF {facts['tensorflow']}, oneDNN "
-      f"{'on' if facts['onednn'] else 'off'}, GPUs: {', '.join(facts['gpus']) or 'none'}",
+      machine.describe(results["machine"]),
       "matmul: " + ", ".join(f"{k} {v:.1f} GFLOP/s"
                              for k, v in results["matmul_gflops"].items()),
       f"training step, batch {results['batch_size']} (one cached batch; step only):",

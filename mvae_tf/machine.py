@@ -14,28 +14,35 @@ CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
 
 
 def _cpuinfo(path="/proc/cpuinfo"):
-  """(model name, set of flags) of the first CPU in `path`; ("", set()) when unreadable."""
-  model, flags = "", set()
+  """The first CPU's fields of `path` (str values; "flags" a set); {} when unreadable."""
+  fields = {}
   try:
     with open(path) as f:
       for line in f:
         key, _, value = line.partition(":")
         key = key.strip()
-        if key == "model name" and not model:
-          model = value.strip()
-        elif key == "flags" and not flags:
-          flags = set(value.split())
+        if not key and fields:
+          break  # The blank line after the first CPU.
+        fields.setdefault(key, value.strip())
   except OSError:
-    pass
-  return model, flags
+    return {}
+  fields["flags"] = set(fields.get("flags", "").split())
+  return fields
 
 
 def cpu_facts(path="/proc/cpuinfo"):
-  """The CPU's model, logical core count and the `CPU_FLAGS` it has (bools)."""
-  model, flags = _cpuinfo(path)
-  return {"cpu_model": model or platform.processor() or platform.machine(),
+  """The CPU's model, logical core count and the `CPU_FLAGS` it has (bools).
+
+  `cpu_family_model` is "family/model" as the kernel numbers them (e.g. "6/207"), or "" where
+  not given: a VM often names every Xeon "Intel(R) Xeon(R) Processor", while the number
+  tells two CPU generations of different speed apart.
+  """
+  fields = _cpuinfo(path)
+  family, model = fields.get("cpu family", ""), fields.get("model", "")
+  return {"cpu_model": fields.get("model name") or platform.processor() or platform.machine(),
+          "cpu_family_model": f"{family}/{model}" if family and model else "",
           "logical_cores": os.cpu_count(),
-          **{flag: flag in flags for flag in CPU_FLAGS}}
+          **{flag: flag in fields.get("flags", set()) for flag in CPU_FLAGS}}
 
 
 def cpu_has_bfloat16_units(path="/proc/cpuinfo"):
@@ -57,6 +64,15 @@ def tensorflow_facts():
   names = [tf.config.experimental.get_device_details(gpu).get("device_name", gpu.name)
            for gpu in gpus]
   return {"tensorflow": tf.__version__, "onednn": onednn_enabled(), "gpus": names}
+
+
+def describe(facts):
+  """One line naming the machine, from `cpu_facts()` merged with `tensorflow_facts()`."""
+  flags_on = [flag for flag in CPU_FLAGS if facts[flag]]
+  number = f" (family/model {facts['cpu_family_model']})" if facts["cpu_family_model"] else ""
+  return (f"machine: {facts['cpu_model']}{number}, {facts['logical_cores']} logical cores, "
+          f"flags {' '.join(flags_on) or 'none'}; TF {facts['tensorflow']}, oneDNN "
+          f"{'on' if facts['onednn'] else 'off'}, GPUs: {', '.join(facts['gpus']) or 'none'}")
 
 
 def bfloat16_warning(precision, num_gpus, path="/proc/cpuinfo"):

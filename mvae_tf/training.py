@@ -728,6 +728,7 @@ def _train_loop(trainer, checkpoints, options, log, dataset_transform, restore_f
         termination_config=tf.distribute.experimental.TerminationConfig(
             exit_fn=_raise_preempted, save_fn=lambda: checkpoints.save(trainer.step)))
     step_fn = lambda batch: handler.run(trainer.train_step, batch)
+  log(machine.describe({**machine.cpu_facts(), **machine.tensorflow_facts()}))
   log(f"Training {model_config.model} on {strategy.num_replicas_in_sync} replica(s) from step "
       f"{start_step} to {total}: global batch {train_config.batch_size}, "
       f"{train_config.precision}.")

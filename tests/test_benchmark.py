@@ -21,8 +21,8 @@ def test_quick_benchmark_writes_every_key(tmp_path):
   assert result.returncode == 0, result.stderr[-3000:]
   figures = json.loads(path.read_text())
   facts = figures["machine"]
-  for key in ("cpu_model", "logical_cores", "avx2", "avx512f", "avx512_bf16", "amx_bf16",
-              "tensorflow", "onednn", "gpus"):
+  for key in ("cpu_model", "cpu_family_model", "logical_cores", "avx2", "avx512f",
+              "avx512_bf16", "amx_bf16", "tensorflow", "onednn", "gpus"):
     assert key in facts, key
   assert facts["onednn"] is True  # benchmark.py turns it on by default.
   assert _positive(figures["matmul_gflops"]["fp32"])

@@ -80,12 +80,36 @@ def test_bfloat16_without_bf16_units_warns_in_one_line(tmp_path, flags, gpus, pr
 
 def test_cpu_facts_read_the_flags(tmp_path):
   cpuinfo = tmp_path / "cpuinfo"
-  cpuinfo.write_text("processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: fpu avx2 amx_bf16\n"
-                     "processor\t: 1\nmodel name\t: Some CPU\nflags\t\t: fpu avx2 amx_bf16\n")
+  cpuinfo.write_text("processor\t: 0\ncpu family\t: 6\nmodel\t\t: 207\nmodel name\t: Some CPU\n"
+                     "flags\t\t: fpu avx2 amx_bf16\n\n"
+                     "processor\t: 1\ncpu family\t: 6\nmodel\t\t: 143\nmodel name\t: Other\n"
+                     "flags\t\t: fpu avx512f\n")
   facts = machine.cpu_facts(str(cpuinfo))
-  assert facts["cpu_model"] == "Some CPU"
+  # The first CPU's fields, not the second's.
+  assert (facts["cpu_model"], facts["cpu_family_model"]) == ("Some CPU", "6/207")
   assert (facts["avx2"], facts["avx512f"], facts["avx512_bf16"], facts["amx_bf16"]) == (
       True, False, False, True)
+
+
+def test_cpu_facts_without_a_readable_cpuinfo_fall_back(tmp_path):
+  facts = machine.cpu_facts(str(tmp_path / "missing"))
+  assert facts["cpu_family_model"] == ""
+  assert (facts["avx2"], facts["avx512f"], facts["avx512_bf16"], facts["amx_bf16"]) == (
+      False, False, False, False)
+  assert facts["cpu_model"]  # platform's name for the machine instead.
+
+
+def test_describe_names_the_cpu_its_number_flags_and_tensorflow():
+  facts = {"cpu_model": "Some CPU", "cpu_family_model": "6/207", "logical_cores": 2,
+           "avx2": True, "avx512f": False, "avx512_bf16": False, "amx_bf16": True,
+           "tensorflow": "2.21.0", "onednn": True, "gpus": []}
+  assert machine.describe(facts) == (
+      "machine: Some CPU (family/model 6/207), 2 logical cores, flags avx2 amx_bf16; "
+      "TF 2.21.0, oneDNN on, GPUs: none")
+  facts.update(cpu_family_model="", avx2=False, amx_bf16=False, onednn=False,
+               gpus=["A100", "A100"])
+  assert machine.describe(facts) == (
+      "machine: Some CPU, 2 logical cores, flags none; TF 2.21.0, oneDNN off, GPUs: A100, A100")
 
 
 def test_an_unknown_precision_is_refused():

@@ -83,6 +83,9 @@ def test_train_then_resume(tmp_path):
   first = _run(*common, "--train_steps=6")
   assert first.returncode == 0, first.stderr
   assert "step 6/6" in first.stdout and "img/s" in first.stdout and "ETA" in first.stdout
+  # The log names the machine, so that a run's speed can be read against it later.
+  assert re.search(r"^machine: .+, \d+ logical cores, flags .+; TF .+, oneDNN on", first.stdout,
+                   re.M), first.stdout[:2000]
   names = os.listdir(model_dir)
   assert {"config.json", "checkpoint", "ckpt-6.index"} <= set(names)
   assert any(n.startswith("events.out.tfevents") for n in names)
