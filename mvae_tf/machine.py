@@ -21,8 +21,10 @@ def _cpuinfo(path="/proc/cpuinfo"):
       for line in f:
         key, _, value = line.partition(":")
         key = key.strip()
-        if not key and fields:
-          break  # The blank line after the first CPU.
+        if not key:
+          if fields:
+            break  # The blank line after the first CPU.
+          continue
         fields.setdefault(key, value.strip())
   except OSError:
     return {}

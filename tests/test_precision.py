@@ -80,7 +80,7 @@ def test_bfloat16_without_bf16_units_warns_in_one_line(tmp_path, flags, gpus, pr
 
 def test_cpu_facts_read_the_flags(tmp_path):
   cpuinfo = tmp_path / "cpuinfo"
-  cpuinfo.write_text("processor\t: 0\ncpu family\t: 6\nmodel\t\t: 207\nmodel name\t: Some CPU\n"
+  cpuinfo.write_text("\nprocessor\t: 0\ncpu family\t: 6\nmodel\t\t: 207\nmodel name\t: Some CPU\n"
                      "flags\t\t: fpu avx2 amx_bf16\n\n"
                      "processor\t: 1\ncpu family\t: 6\nmodel\t\t: 143\nmodel name\t: Other\n"
                      "flags\t\t: fpu avx512f\n")
