@@ -3,7 +3,10 @@
 The benchmark divides measured throughput by these counts to say how close a training step
 comes to the machine's limit (a large matmul's FLOP rate). A multiply-add counts as 2 FLOPs.
 Only convolutions and matrix products are counted: they are all but a fraction of a percent
-of the arithmetic (elementwise ops, pooling, resizing and the KL are left out).
+of the arithmetic (elementwise ops, pooling, resizing and the KL are left out). The bilinear
+upsampling is computed as products with constant interpolation matrices (`upsampling.py`),
+mostly of zeros; a product with a constant operand is resizing, not a layer, and is not
+counted, so that the count stays the model's arithmetic whatever way resizing is computed.
 
   conv:   2 * H_out * W_out * k_h * k_w * C_in * C_out   per example (depthwise: C_in = 1)
   matmul: 2 * rows * inner * columns
@@ -43,6 +46,8 @@ def _op_flops(op):
       c_out, c_in = c_in * c_out, 1
     return op.outputs[0].shape[0] * conv2d_flops(height, width, k_h, k_w, c_in, c_out)
   if op.type in _MATMUL_OPS:
+    if any(operand.op.type == "Const" for operand in op.inputs[:2]):
+      return 0  # A fixed linear map (the upsampling's interpolation), not a layer.
     a = op.inputs[0].shape.as_list()
     out = op.outputs[0].shape.as_list()
     transpose_a = op.get_attr("transpose_a" if op.type == "MatMul" else "adj_x")

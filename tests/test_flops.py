@@ -1,10 +1,11 @@
 """Analytic FLOP counts: hand counts of single layers, and the model's layer by layer."""
 
 import keras
+import numpy as np
 import pytest
 import tensorflow as tf
 
-from mvae_tf import config, flops
+from mvae_tf import config, flops, upsampling
 
 
 def test_one_conv_against_a_hand_count():
@@ -24,6 +25,18 @@ def test_one_dense_layer_against_a_hand_count():
   dense = keras.layers.Dense(7)
   dense.build((None, 5))
   assert flops.forward_flops(dense, tf.TensorSpec([2, 5], tf.float32)) == 140
+
+
+def test_a_product_with_a_constant_matrix_is_resizing_and_not_counted():
+  # The upsampling's interpolation in bf16 is two products with constant matrices: 0 FLOPs.
+  spec = tf.TensorSpec([1, 4, 3, 2], tf.bfloat16)
+  assert flops.forward_flops(upsampling.bilinear_upsample_2x, spec) == 0
+  # The same kind of product with a variable (a layer's weights) counts: 2 * 2 * 5 * 7 = 140.
+  weights = tf.Variable(tf.ones([5, 7]))
+  assert flops.forward_flops(lambda x: tf.matmul(x, weights),
+                             tf.TensorSpec([2, 5], tf.float32)) == 140
+  constant = lambda x: tf.matmul(x, tf.constant(np.ones([5, 7], np.float32)))
+  assert flops.forward_flops(constant, tf.TensorSpec([2, 5], tf.float32)) == 0
 
 
 def test_depthwise_conv_counts_one_filter_per_channel():
