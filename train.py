@@ -123,7 +123,7 @@ flags.DEFINE_string("restore_from", None,
                     "the latest, when the latest cannot be read.")
 flags.DEFINE_string("init_from", None,
                     "Start a new --model_dir from the weights and step of this export's "
-                    "version directory (e.g. pretrained/mvae_3sprites/55000), with the flags "
+                    "version directory (e.g. pretrained/mvae_3sprites/59000), with the flags "
                     "it was trained with; a --model_dir with a checkpoint resumes from that.")
 flags.DEFINE_float("checkpoint_every_secs", 300.0, "Seconds between checkpoints.")
 flags.DEFINE_integer("checkpoint_every_steps", None,

@@ -401,8 +401,12 @@ def test_the_shipped_pretrained_model_loads_and_counts_in_the_c_loader(
   assert np.mean(predicted == batch["count"].numpy()) > min_accuracy
 
 
-def test_the_shipped_vae_baseline_loads_and_reconstructs_in_the_c_loader():
-  export_dir, version = _only_version("vae_3sprites")
+@pytest.mark.parametrize("version", ["55000", "59000"])
+def test_the_shipped_vae_baselines_load_and_reconstruct_in_the_c_loader(version):
+  # Two versions: 55,000 steps beside the 55,000-step MVAEs, 59,000 beside mvae_3sprites.
+  base = os.path.join(ROOT, "pretrained", "vae_3sprites")
+  assert sorted(v for v in os.listdir(base) if v.isdigit()) == ["55000", "59000"]
+  export_dir = os.path.join(base, version)
   c_model = c_saved_model.CSavedModel(export_dir)
   try:
     meta = c_model.run("metadata", {})
