@@ -3,10 +3,10 @@
 The benchmark divides measured throughput by these counts to say how close a training step
 comes to the machine's limit (a large matmul's FLOP rate). A multiply-add counts as 2 FLOPs.
 Only convolutions and matrix products are counted: they are all but a fraction of a percent
-of the arithmetic (elementwise ops, pooling, resizing and the KL are left out). The bilinear
-upsampling is computed as products with constant interpolation matrices (`upsampling.py`),
-mostly of zeros; a product with a constant operand is resizing, not a layer, and is not
-counted, so that the count stays the model's arithmetic whatever way resizing is computed.
+of the arithmetic (elementwise ops, pooling, resizing and the KL are left out). In bf16 the
+bilinear upsampling is computed as products with constant interpolation matrices
+(`upsampling.py`), mostly of zeros; a product with a constant operand is resizing, not a
+layer, and is not counted, so that the count is the model's arithmetic in either dtype.
 
   conv:   2 * H_out * W_out * k_h * k_w * C_in * C_out   per example (depthwise: C_in = 1)
   matmul: 2 * rows * inner * columns
