@@ -5,8 +5,8 @@ g and h upsample their feature maps bilinearly by 2 (appendix A), the function o
 gradient, `ResizeBilinearGrad`, has no oneDNN kernel and runs as a slow scatter, and
 `ResizeBilinear` returns float32 whatever it is given (in mixed precision a cast back to
 bf16 follows, and Eigen's bf16 casts are slow). So this module computes the same function
-in one of two ways, by the dtype, each measured faster than the other in its place (README,
-"Throughput"):
+in one of two ways, by the dtype, each chosen by measurement (README, "Throughput"; in float32
+the products trained no faster and decoded a single image slower):
 
 * float32 (training in fp32, and every export): `tf.image.resize` forward, its gradient
   written as one stride-2 depthwise convolution (below).
