@@ -124,9 +124,7 @@ def aggregate(objects, aggregation, background=None):
       shape = tf.concat([tf.shape(objects)[:1], [1], tf.shape(background)], axis=0)
       background = tf.broadcast_to(tf.cast(background, objects.dtype), shape)  # [B, 1, ...]
       objects = tf.concat([objects, background], axis=1)  # [B, N + 1, ...]
-    # The weights in float32 whatever the compute dtype, as Keras computes softmax.
-    weights = tf.nn.softmax(tf.cast(objects[..., :1], tf.float32), axis=1)  # [B, N, ..., 1]
-    return tf.reduce_sum(tf.cast(weights, objects.dtype) * objects, axis=1)  # [B, ...]
+    return _softmax_pool(objects)  # [B, ...]
   if aggregation == "gated_sum":
     def gated(x):
       return tf.tanh(1.0 + x[..., :1]) * x  # The gate [..., 1] times the features [..., C].
@@ -136,6 +134,39 @@ def aggregate(objects, aggregation, background=None):
     return pooled
   raise ValueError("Invalid value received for argument `aggregation`. Expected 'max', "
                    f"'sum', 'softmax' or 'gated_sum'. Received: aggregation={aggregation!r}")
+
+
+@tf.custom_gradient
+def _softmax_pool(objects):
+  """o_pool = sum_n w_n o_n, w_n = softmax_n(o_n[..., 0]): [B, N, ..., C] -> [B, ...].
+
+  The weights are computed in float32 whatever the compute dtype, as Keras computes softmax.
+  The gradient is written out rather than left to TF. With G = dL/do_pool and
+  a_n = sum_c G_c o_n,c, the softmax's Jacobian gives dL/ds_n = w_n (a_n - sum_m w_m a_m)
+  for the claims s_n = o_n,0, and sum_m w_m a_m = sum_c G_c o_pool,c, so
+
+      dL/do_n = w_n (G + e_0 (a_n - sum_c G_c o_pool,c)),
+
+  e_0 the first channel's indicator. TF's own gradient of the forward pass builds the
+  same from a `Tile`, three products, the slice's gradient (a zero tensor the size of the
+  objects with the claims written in) and an `AddN` of the two paths; this needs no zero
+  tensor and no sum of paths: fewer passes over [B, N, 32, 32, C], which in bf16 TF runs
+  in Eigen, element by element.
+  """
+  weights = tf.nn.softmax(tf.cast(objects[..., :1], tf.float32), axis=1)  # [B, N, ..., 1]
+  weights = tf.cast(weights, objects.dtype)
+  pooled = tf.reduce_sum(weights * objects, axis=1)  # [B, ...]
+
+  def grad(upstream):
+    upstream = upstream[:, None]  # [B, 1, ..., C]
+    # a_n - sum_c G_c o_pool,c, as sum_c G_c (o_n,c - o_pool,c): the difference first, so
+    # that an object with nearly all the weight (o_n close to o_pool) loses no precision.
+    claims = tf.reduce_sum(upstream * (objects - pooled[:, None]), axis=-1, keepdims=True)
+    # `claims` has shape [B, N, ..., 1].
+    first = tf.one_hot(0, tf.shape(objects)[-1], dtype=objects.dtype)  # [C]
+    return weights * (upstream + first * claims)  # [B, N, ..., C]
+
+  return pooled, grad
 
 
 class Renderer(keras.layers.Layer):

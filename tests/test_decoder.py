@@ -93,6 +93,76 @@ def test_softmax_aggregation_computes_its_weights_in_float32():
   np.testing.assert_allclose(tf.cast(pooled, tf.float32).numpy()[0, 1], 5.0, rtol=1e-2)
 
 
+def test_softmax_aggregation_gradient_known_answer():
+  # L = o_pool[1] with weights 1/4, 3/4 (as above): dL/do_n,1 = w_n, and through the
+  # claims dL/ds_n = w_n (o_n,1 - o_pool,1) = 1/4 (8 - 5), 3/4 (4 - 5).
+  objects = tf.constant([[[0.0, 8.0], [np.log(3.0), 4.0]]])  # [B=1, N=2, C=2]
+  with tf.GradientTape() as tape:
+    tape.watch(objects)
+    loss = decoder.aggregate(objects, "softmax")[0, 1]
+  np.testing.assert_allclose(tape.gradient(loss, objects).numpy(),
+                             [[[0.75, 0.25], [-0.75, 0.75]]], rtol=1e-6)
+
+
+def _plain_softmax_pool(objects):
+  """The softmax pooling as TF differentiates it by itself: the reference for its gradient."""
+  weights = tf.nn.softmax(objects[..., :1], axis=1)  # [B, N, ..., 1]
+  return tf.reduce_sum(weights * objects, axis=1)
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 4), (3, 1, 2, 5), (2, 4, 3, 2, 6)])
+@pytest.mark.parametrize("with_background", [False, True])
+def test_softmax_aggregation_gradient_equals_tfs(shape, with_background):
+  rng = np.random.RandomState(len(shape))
+  objects = tf.constant(2.0 * rng.randn(*shape).astype(np.float32))
+  background = tf.constant(rng.randn(*shape[2:]).astype(np.float32))
+  upstream = tf.constant(rng.randn(shape[0], *shape[2:]).astype(np.float32))
+
+  def gradients(pool):
+    with tf.GradientTape() as tape:
+      tape.watch([objects, background])
+      if with_background:
+        pooled = pool(objects, background)
+      else:
+        pooled = pool(objects)
+      loss = tf.reduce_sum(upstream * pooled)
+    return pooled, tape.gradient(loss, [objects, background])
+
+  def reference(objects, background=None):
+    if background is not None:
+      background = tf.broadcast_to(background, [shape[0], 1, *shape[2:]])  # [B, 1, ...]
+      objects = tf.concat([objects, background], axis=1)  # [B, N + 1, ...]
+    return _plain_softmax_pool(objects)
+
+  pooled, (grad, grad_background) = gradients(
+      lambda objects, background=None: decoder.aggregate(objects, "softmax", background))
+  expected, (expected_grad, expected_background) = gradients(reference)
+  np.testing.assert_allclose(pooled.numpy(), expected.numpy(), rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(grad.numpy(), expected_grad.numpy(), rtol=1e-5, atol=1e-6)
+  if with_background:
+    np.testing.assert_allclose(grad_background.numpy(), expected_background.numpy(),
+                               rtol=1e-5, atol=1e-6)
+  else:
+    assert grad_background is None
+
+
+def test_softmax_aggregation_gradient_in_bfloat16_follows_float32():
+  rng = np.random.RandomState(3)
+  objects = rng.randn(2, 5, 4, 4, 16).astype(np.float32)
+  upstream = rng.randn(2, 4, 4, 16).astype(np.float32)
+  grads = {}
+  for dtype in (tf.float32, tf.bfloat16):
+    x = tf.cast(objects, dtype)
+    with tf.GradientTape() as tape:
+      tape.watch(x)
+      loss = tf.reduce_sum(tf.cast(decoder.aggregate(x, "softmax"), tf.float32) * upstream)
+    grad = tape.gradient(loss, x)
+    assert grad.dtype == dtype
+    grads[dtype] = tf.cast(grad, tf.float32).numpy()
+  # bf16 keeps 8 bits of mantissa: each factor is rounded to about 0.4%.
+  np.testing.assert_allclose(grads[tf.bfloat16], grads[tf.float32], rtol=0.05, atol=0.05)
+
+
 def test_gated_sum_aggregation_known_answers():
   # Channels (gate input, feature): gates tanh(1 + c0), each object's own.
   objects = tf.constant([[[0.0, 8.0], [1.0, 4.0]]])  # [B=1, N=2, C=2]
