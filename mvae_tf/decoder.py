@@ -124,7 +124,9 @@ def aggregate(objects, aggregation, background=None):
       shape = tf.concat([tf.shape(objects)[:1], [1], tf.shape(background)], axis=0)
       background = tf.broadcast_to(tf.cast(background, objects.dtype), shape)  # [B, 1, ...]
       objects = tf.concat([objects, background], axis=1)  # [B, N + 1, ...]
-    return _softmax_pool(objects)  # [B, ...]
+    # In float32 whatever the compute dtype: TF runs these elementwise ops in Eigen, where
+    # bf16 is converted element by element, so one cast each way is the cheaper path.
+    return tf.cast(_softmax_pool(tf.cast(objects, tf.float32)), objects.dtype)  # [B, ...]
   if aggregation == "gated_sum":
     def gated(x):
       return tf.tanh(1.0 + x[..., :1]) * x  # The gate [..., 1] times the features [..., C].
@@ -140,7 +142,6 @@ def aggregate(objects, aggregation, background=None):
 def _softmax_pool(objects):
   """o_pool = sum_n w_n o_n, w_n = softmax_n(o_n[..., 0]): [B, N, ..., C] -> [B, ...].
 
-  The weights are computed in float32 whatever the compute dtype, as Keras computes softmax.
   The gradient is written out rather than left to TF. With G = dL/do_pool and
   a_n = sum_c G_c o_n,c, the softmax's Jacobian gives dL/ds_n = w_n (a_n - sum_m w_m a_m)
   for the claims s_n = o_n,0, and sum_m w_m a_m = sum_c G_c o_pool,c, so
@@ -150,11 +151,9 @@ def _softmax_pool(objects):
   e_0 the first channel's indicator. TF's own gradient of the forward pass builds the
   same from a `Tile`, three products, the slice's gradient (a zero tensor the size of the
   objects with the claims written in) and an `AddN` of the two paths; this needs no zero
-  tensor and no sum of paths: fewer passes over [B, N, 32, 32, C], which in bf16 TF runs
-  in Eigen, element by element.
+  tensor and no sum of paths: fewer passes over [B, N, 32, 32, C].
   """
-  weights = tf.nn.softmax(tf.cast(objects[..., :1], tf.float32), axis=1)  # [B, N, ..., 1]
-  weights = tf.cast(weights, objects.dtype)
+  weights = tf.nn.softmax(objects[..., :1], axis=1)  # [B, N, ..., 1]
   pooled = tf.reduce_sum(weights * objects, axis=1)  # [B, ...]
 
   def grad(upstream):

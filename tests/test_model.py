@@ -113,6 +113,32 @@ def test_negative_elbo_known_answer():
   np.testing.assert_allclose(confident.numpy(), [0.0, 0.0], atol=1e-6)
 
 
+def test_bernoulli_nll_and_its_gradient_equal_tfs_at_extreme_logits():
+  rng = np.random.RandomState(4)
+  images = tf.constant(rng.rand(3, 64, 64, 3).astype(np.float32))  # Intensities in [0, 1].
+  # Logits from -100 to 100: TF's formula is stable there, and so must ours be.
+  logits = tf.constant((rng.randn(3, 64, 64, 3) * 30).clip(-100, 100).astype(np.float32))
+  weights = tf.constant([1.0, -2.0, 0.5])
+
+  def value_and_gradient(nll):
+    with tf.GradientTape() as tape:
+      tape.watch(logits)
+      value = nll(images, logits)
+      total = tf.reduce_sum(weights * value)
+    return value, tape.gradient(total, logits)
+
+  value, gradient = value_and_gradient(losses.bernoulli_nll)
+  expected, expected_gradient = value_and_gradient(lambda x, l: tf.reduce_sum(
+      tf.nn.sigmoid_cross_entropy_with_logits(labels=x, logits=l), axis=[1, 2, 3]))
+  assert np.all(np.isfinite(value.numpy()))
+  np.testing.assert_allclose(value.numpy(), expected.numpy(), rtol=1e-6)
+  np.testing.assert_allclose(gradient.numpy(), expected_gradient.numpy(), atol=1e-6)
+  # Worked answer: d/dl of sum (softplus(l) - x l) is sigmoid(l) - x, times each weight.
+  np.testing.assert_allclose(
+      gradient.numpy(),
+      weights.numpy()[:, None, None, None] * (tf.sigmoid(logits) - images).numpy(), atol=1e-6)
+
+
 def test_object_sparsity_known_answer_and_splitting_costs_more():
   kl = tf.constant([[0.0, math.e - 1.0, 1.0], [3.0, 0.0, 0.0]])
   np.testing.assert_allclose(losses.object_sparsity(kl).numpy(),
