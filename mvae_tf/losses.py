@@ -39,7 +39,7 @@ def _sigmoid_cross_entropy(logits, images):
   `tf.nn.sigmoid_cross_entropy_with_logits` computes the same value as
   max(l, 0) - x l + log(1 + exp(-|l|)), for stability, and TF differentiates that formula
   op by op, a dozen passes over [B, 64, 64, 3]; `tf.nn.softplus` is stable by itself, and
-  the gradient written out takes two.
+  the gradient written out takes three (sigmoid, difference, product).
   """
   def grad(upstream):
     return upstream * (tf.sigmoid(logits) - images), None
