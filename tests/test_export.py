@@ -401,17 +401,15 @@ def test_the_shipped_pretrained_model_loads_and_counts_in_the_c_loader(
   assert np.mean(predicted == batch["count"].numpy()) > min_accuracy
 
 
-# (name, num_sprites, every version, the version tested): vae_3sprites has 55,000 steps
-# beside the 55,000-step MVAEs and 59,000 beside mvae_3sprites; vae_8sprites is beside
-# mvae_8sprites.
-SHIPPED_VAES = [("vae_3sprites", 3, ["55000", "59000"], "55000"),
-                ("vae_3sprites", 3, ["55000", "59000"], "59000"),
-                ("vae_8sprites", 8, ["54000"], "54000")]
+# {name: (num_sprites, every version)}: vae_3sprites has 55,000 steps beside the
+# 55,000-step MVAEs and 59,000 beside mvae_3sprites; vae_8sprites is beside mvae_8sprites.
+SHIPPED_VAES = {"vae_3sprites": (3, ["55000", "59000"]), "vae_8sprites": (8, ["54000"])}
 
 
-@pytest.mark.parametrize("name, num_sprites, versions, version", SHIPPED_VAES)
-def test_the_shipped_vae_baselines_load_and_reconstruct_in_the_c_loader(
-    name, num_sprites, versions, version):
+@pytest.mark.parametrize("name, version", [(name, version) for name, (_, versions)
+                                           in SHIPPED_VAES.items() for version in versions])
+def test_the_shipped_vae_baselines_load_and_reconstruct_in_the_c_loader(name, version):
+  num_sprites, versions = SHIPPED_VAES[name]
   base = os.path.join(ROOT, "pretrained", name)
   assert sorted(v for v in os.listdir(base) if v.isdigit()) == versions
   export_dir = os.path.join(base, version)
