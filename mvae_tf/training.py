@@ -222,7 +222,7 @@ class Trainer:
         objective += warmup * self.train_config.object_sparsity * losses.object_sparsity(
             outputs["kl"])
       if self.train_config.unselected_kl_weight:
-        objective += self.train_config.unselected_kl_weight * losses.unselected_kl(
+        objective += self._unselected_kl_weight() * losses.unselected_kl(
             outputs["kl_map"], outputs["kl"])
       # Sum over this replica's examples / global batch: the all-reduce then sums the
       # replicas' gradients into the gradient of the global mean.
@@ -244,6 +244,17 @@ class Trainer:
       sums["nonfinite"] = 1.0 - tf.cast(finite, tf.float32)
     self.optimizer.apply_gradients(zip(gradients, variables))
     return sums
+
+  def _unselected_kl_weight(self):
+    """The unselected cells' KL weight at the step being taken: `unselected_kl_weight`
+    at steps 1..`unselected_kl_steps` (every step when that is 0), then 0, the paper's
+    objective (README, study round 19)."""
+    weight = self.train_config.unselected_kl_weight
+    end = self.train_config.unselected_kl_steps
+    if not end:
+      return weight
+    # Step being taken = iterations + 1 <= end.
+    return tf.where(self.optimizer.iterations < end, weight, 0.0)
 
   def _warmup(self):
     """The KL warm-up's factor at the step being taken: min(1, step / kl_warmup_steps)

@@ -333,6 +333,65 @@ def test_the_unselected_cost_is_on_by_default_and_follows_suppression():
   _first_step_matches(train_config, objective)
 
 
+def test_the_unselected_cost_ends_after_unselected_kl_steps():
+  """With unselected_kl_steps=3, steps 1..3 (optimizer iterations 0..2 before the step)
+  follow the gradient of nll + kl + 0.5 * unselected KL, and step 4 on that of the ELBO."""
+  from mvae_tf import losses
+  model_config = dataclasses.replace(MODEL, suppression_radius=0)
+  train_config = _train_config(unselected_kl_weight=0.5, unselected_kl_steps=3,
+                               kl_warmup_steps=0, object_sparsity=0.0)
+  trainer = training.Trainer(model_config, train_config, _strategy("/cpu:0"))
+  batch = next(iter(training.training_dataset(model_config, train_config)))
+  variables = trainer.model.trainable_variables
+  with tf.GradientTape(persistent=True) as tape:
+    outputs = trainer.model(batch["image"], noise=batch["noise"])
+    terms = losses.negative_elbo(batch["image"], outputs["logits"], outputs["kl"])
+    elbo_objective = tf.reduce_mean(terms["nll"] + terms["kl"])
+    with_cost = elbo_objective + 0.5 * tf.reduce_mean(
+        losses.unselected_kl(outputs["kl_map"], outputs["kl"]))
+  expected = {2: tape.gradient(with_cost, variables), 3: tape.gradient(elbo_objective, variables)}
+  # The cost moves the gradient, so the two cases tell the two objectives apart.
+  assert max(float(tf.reduce_max(tf.abs(a - b)))
+             for a, b in zip(expected[2], expected[3])) > 1e-3
+  dist_batch = next(iter(trainer.distribute(tf.data.Dataset.from_tensors(batch))))
+  for iterations, gradients in expected.items():
+    trainer.optimizer.iterations.assign(iterations)
+    for got, want in zip(trainer.global_gradients(dist_batch), gradients):
+      np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-4,
+                                 atol=1e-5 * np.abs(want.numpy()).max())
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"unselected_kl_steps": -1}, r"--unselected_kl_steps must be an integer >= 0; "
+                                  r"received -1"),
+    ({"unselected_kl_steps": 2.5}, r"--unselected_kl_steps must be an integer >= 0"),
+    ({"unselected_kl_steps": 5, "unselected_kl_weight": 0.0},
+     r"--unselected_kl_steps=5 ends a cost that is not charged: it needs "
+     r"--unselected_kl_weight > 0"),
+])
+def test_the_unselected_kl_steps_are_checked(kwargs, message):
+  with pytest.raises(config.ConfigError, match=message):
+    config.resolve_train_config(MODEL, _train_config(**kwargs))
+
+
+def test_the_unselected_kl_steps_do_not_apply_to_the_vae():
+  vae = config.ModelConfig("vae", num_objects=1, latent_dim=7)
+  with pytest.raises(config.ConfigError, match=r"--unselected_kl_steps does not apply to "
+                                               r"--model=vae .*received 5"):
+    config.resolve_train_config(vae, _train_config(unselected_kl_steps=5))
+
+
+def test_the_unselected_kl_steps_may_change_on_resume_and_default_to_every_step(tmp_path):
+  """A run resumes with the cost's end moved (the two-phase end of study round 19), and a
+  config.json written before the setting existed reads as the cost at every step."""
+  saved = config.to_dict(MODEL, _train_config())
+  assert saved["train"]["unselected_kl_steps"] == 0
+  del saved["train"]["unselected_kl_steps"]
+  config.write_json_atomic(config.config_path(str(tmp_path)), saved)
+  assert config.read_run_config(str(tmp_path))[1].unselected_kl_steps == 0
+  training.check_model_dir(str(tmp_path), MODEL, _train_config(unselected_kl_steps=59000))
+
+
 def test_object_sparsity_is_warmed_up_with_the_kl_in_the_gradient_only():
   # Step 1 of a 4-step warm-up weights the KL and lambda * sum_n log(1 + KL_n) by 1/4.
   def objective(terms, outputs):
