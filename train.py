@@ -90,6 +90,10 @@ flags.DEFINE_integer("unselected_kl_steps", _TRAIN_DEFAULTS.unselected_kl_steps,
                      "step. S: at steps 1..S only, then the paper's objective (the README's "
                      "study round 19: about 2 nats of ELBO for about 2 points of counting). "
                      "May change when a run resumes.")
+flags.DEFINE_float("unselected_kl_free_nats", _TRAIN_DEFAULTS.unselected_kl_free_nats,
+                   "tau: charge each unselected cell only for its KL beyond tau nats, "
+                   "max(0, KL - tau), so the cost keeps cells under the counting threshold "
+                   "without pressing every cell to the prior; 0 charges all of it.")
 flags.DEFINE_float("object_sparsity", _TRAIN_DEFAULTS.object_sparsity,
                    "lambda: add lambda * sum_n log(1 + KL_n) over the selected objects to "
                    "the training objective, a cost that makes a sprite's information "
@@ -179,7 +183,8 @@ def configs_from_flags():
       seed=FLAGS.seed, kl_warmup_steps=FLAGS.kl_warmup_steps, kl_weight=FLAGS.kl_weight,
       precision=FLAGS.precision,
       unselected_kl_weight=FLAGS.unselected_kl_weight,
-      unselected_kl_steps=FLAGS.unselected_kl_steps, schedule_steps=FLAGS.schedule_steps,
+      unselected_kl_steps=FLAGS.unselected_kl_steps,
+      unselected_kl_free_nats=FLAGS.unselected_kl_free_nats, schedule_steps=FLAGS.schedule_steps,
       object_sparsity=FLAGS.object_sparsity)
   model_config = config_lib.ModelConfig(
       model=FLAGS.model, num_objects=num_objects, latent_dim=latent_dim,

@@ -285,6 +285,10 @@ class TrainConfig:
       study round 19 in the README, where dropping the cost for the last 8,000 steps
       lifted the ELBO about 2 nats, level with the VAE's, and counting fell about 2 points.
       Needs unselected_kl_weight > 0. It may change when a run resumes.
+    unselected_kl_free_nats: tau >= 0: each unselected cell is charged only for its KL
+      beyond tau nats, max(0, KL_c - tau) (`losses.unselected_kl`), so that the cost keeps
+      cells under the counting threshold without pressing every cell to the prior; 0 (the
+      default) charges all of it. Needs unselected_kl_weight > 0.
     object_sparsity: lambda >= 0: add lambda * sum_n log(1 + KL_n) over the selected objects
       (`losses.object_sparsity`) to the training objective, weighted by the KL warm-up as
       the KL is: a cost that makes one sprite's information cheaper in one object than
@@ -307,6 +311,7 @@ class TrainConfig:
   precision: str = "float32"
   unselected_kl_weight: float | None = None
   unselected_kl_steps: int = 0
+  unselected_kl_free_nats: float = 0.0
   schedule_steps: int = 0
   object_sparsity: float | None = None
 
@@ -344,6 +349,10 @@ class TrainConfig:
     _require(is_int(self.unselected_kl_steps) and self.unselected_kl_steps >= 0,
              "--unselected_kl_steps must be an integer >= 0; received "
              f"{self.unselected_kl_steps!r}")
+    _require(is_finite_number(self.unselected_kl_free_nats)
+             and self.unselected_kl_free_nats >= 0,
+             "--unselected_kl_free_nats must be a finite number >= 0; received "
+             f"{self.unselected_kl_free_nats!r}")
     _require(self.object_sparsity is None
              or (is_finite_number(self.object_sparsity) and self.object_sparsity >= 0),
              "--object_sparsity must be a finite number >= 0; received "
@@ -372,7 +381,8 @@ def to_dict(model_config, train_config):
 # `unselected_kl_weight` was trained with the paper's objective, and one without
 # `num_pooling` or `suppression_radius` with a 4x4 grid and plain top-N selection.
 _UNRECORDED_TRAIN_SETTINGS = {"kl_warmup_steps": 0, "object_sparsity": 0.0,
-                              "unselected_kl_weight": 0.0, "unselected_kl_steps": 0}
+                              "unselected_kl_weight": 0.0, "unselected_kl_steps": 0,
+                              "unselected_kl_free_nats": 0.0}
 _UNRECORDED_MODEL_SETTINGS = {"num_pooling": 4, "suppression_radius": 0}
 
 # The MVAE's defaults of the training costs that `resolve_train_config` fills in; the VAE's
@@ -382,6 +392,8 @@ _MVAE_COST_DEFAULTS = {"object_sparsity": MVAE_OBJECT_SPARSITY,
 
 # Training costs on the selected objects, which the VAE (one latent, nothing selected) lacks.
 MVAE_ONLY_COSTS = tuple(_MVAE_COST_DEFAULTS)
+# Settings that shape the unselected cells' cost, which the VAE lacks too.
+_UNSELECTED_KL_SHAPES = ("unselected_kl_steps", "unselected_kl_free_nats")
 
 
 def resolve_train_config(model_config, train_config):
@@ -389,8 +401,8 @@ def resolve_train_config(model_config, train_config):
 
   An unset `object_sparsity` or `unselected_kl_weight` (None) becomes the MVAE's default
   (MVAE_OBJECT_SPARSITY, MVAE_UNSELECTED_KL_WEIGHT) for the MVAE and 0 for the VAE; a VAE
-  given a nonzero MVAE-only cost raises ConfigError, as does `unselected_kl_steps` without
-  the cost it ends. Resolving a resolved config returns
+  given a nonzero MVAE-only cost raises ConfigError, as do `unselected_kl_steps` and
+  `unselected_kl_free_nats` without the cost they shape. Resolving a resolved config returns
   it unchanged, so `training.train` and `training.Trainer` both call it.
   """
   for name, mvae_default in _MVAE_COST_DEFAULTS.items():
@@ -402,12 +414,16 @@ def resolve_train_config(model_config, train_config):
       _require(not getattr(train_config, name),
                f"--{name} does not apply to --model=vae (it selects no cells); "
                f"received {getattr(train_config, name)}")
-    _require(not train_config.unselected_kl_steps,
-             "--unselected_kl_steps does not apply to --model=vae (it selects no cells); "
-             f"received {train_config.unselected_kl_steps}")
+    for name in _UNSELECTED_KL_SHAPES:
+      _require(not getattr(train_config, name),
+               f"--{name} does not apply to --model=vae (it selects no cells); "
+               f"received {getattr(train_config, name)}")
   _require(not train_config.unselected_kl_steps or train_config.unselected_kl_weight,
            f"--unselected_kl_steps={train_config.unselected_kl_steps} ends a cost that is "
            "not charged: it needs --unselected_kl_weight > 0 (and --model=mvae)")
+  _require(not train_config.unselected_kl_free_nats or train_config.unselected_kl_weight,
+           f"--unselected_kl_free_nats={train_config.unselected_kl_free_nats:g} shapes a "
+           "cost that is not charged: it needs --unselected_kl_weight > 0 (and --model=mvae)")
   return train_config
 
 

@@ -223,7 +223,7 @@ class Trainer:
             outputs["kl"])
       if self.train_config.unselected_kl_weight:
         objective += self._unselected_kl_weight() * losses.unselected_kl(
-            outputs["kl_map"], outputs["kl"])
+            outputs["kl_map"], outputs["kl"], self.train_config.unselected_kl_free_nats)
       # Sum over this replica's examples / global batch: the all-reduce then sums the
       # replicas' gradients into the gradient of the global mean.
       loss = tf.nn.compute_average_loss(objective,

@@ -139,6 +139,19 @@ def test_bernoulli_nll_and_its_gradient_equal_tfs_at_extreme_logits():
       weights.numpy()[:, None, None, None] * (tf.sigmoid(logits) - images).numpy(), atol=1e-6)
 
 
+def test_unselected_kl_known_answer_with_and_without_free_nats():
+  """On a planted 2x2 KL map with the 20-nat cell selected, the left-out cells (3, 0.5
+  and 12 nats) cost 15.5 in all, and 7 beyond 5 free nats each."""
+  kl_map = tf.constant([[[20.0, 3.0], [0.5, 12.0]]])  # [B=1, H=2, W=2]
+  kl = tf.constant([[20.0]])  # [B=1, N=1]
+  np.testing.assert_allclose(losses.unselected_kl(kl_map, kl).numpy(), [15.5])
+  np.testing.assert_allclose(losses.unselected_kl(kl_map, kl, free_nats=5.0).numpy(), [7.0])
+  # With the 3-nat cell selected instead, the 20-nat cell costs its 15 nats beyond 5 and
+  # the 12-nat cell its 7.
+  np.testing.assert_allclose(
+      losses.unselected_kl(kl_map, tf.constant([[3.0]]), free_nats=5.0).numpy(), [22.0])
+
+
 def test_object_sparsity_known_answer_and_splitting_costs_more():
   kl = tf.constant([[0.0, math.e - 1.0, 1.0], [3.0, 0.0, 0.0]])
   np.testing.assert_allclose(losses.object_sparsity(kl).numpy(),

@@ -49,6 +49,8 @@ def _run(*flags, timeout=300):
      r"--unselected_kl_weight does not apply to --model=vae"),
     (["--unselected_kl_weight=0", "--unselected_kl_steps=5"],
      r"--unselected_kl_steps=5 ends a cost that is not charged"),
+    (["--unselected_kl_free_nats=-2"],
+     r"--unselected_kl_free_nats must be a finite number >= 0; received -2"),
     (["--model=vae", "--object_sparsity=1"], r"--object_sparsity does not apply to --model=vae"),
     (["--object_sparsity=-1"], r"--object_sparsity must be a finite number >= 0; received -1"),
     (["--strategy=multi_worker"], r"TF_CONFIG is not set\. Every worker needs one"),

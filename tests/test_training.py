@@ -317,23 +317,45 @@ def test_the_unselected_cells_kl_is_penalised_in_the_gradient_only():
                       dataclasses.replace(MODEL, suppression_radius=0))
 
 
+def _left_out_cells(outputs):
+  """The KL map's cells flattened, [B, H*W], and 1 where a cell was not selected, found
+  from the selected objects' coordinates (with suppression those are not the map's
+  lowest cells)."""
+  kl_map = outputs["kl_map"]  # [B, H, W]
+  grid = kl_map.shape[1]
+  cells = tf.cast(tf.round((outputs["coords"] + 1) * (grid - 1) / 2), tf.int32)  # [B, N, 2]
+  selected = tf.reduce_sum(tf.one_hot(cells[..., 0] * grid + cells[..., 1], grid * grid),
+                           axis=1)  # [B, H*W], 1 where a cell was selected.
+  return tf.reshape(kl_map, [tf.shape(kl_map)[0], -1]), 1 - selected  # [B, H*W] twice
+
+
 def test_the_unselected_cost_is_on_by_default_and_follows_suppression():
-  """The MVAE's default objective adds 1x the KL of the cells not selected, and with
-  today's suppression those are not the map's lowest: they are found from the selected
-  cells' coordinates."""
+  """The MVAE's default objective adds 1x the KL of the cells not selected."""
   def objective(terms, outputs):
-    kl_map = outputs["kl_map"]  # [B, H, W]
-    grid = kl_map.shape[1]
-    cells = tf.cast(tf.round((outputs["coords"] + 1) * (grid - 1) / 2), tf.int32)  # [B, N, 2]
-    selected = tf.reduce_sum(tf.one_hot(cells[..., 0] * grid + cells[..., 1], grid * grid),
-                             axis=1)  # [B, H*W], 1 where a cell was selected.
-    flat = tf.reshape(kl_map, [tf.shape(kl_map)[0], -1])  # [B, H*W]
-    left_out = tf.reduce_sum(flat * (1 - selected), axis=-1)  # [B]
-    return terms["nll"] + terms["kl"] + left_out
+    flat, left_out = _left_out_cells(outputs)  # [B, H*W] twice
+    return terms["nll"] + terms["kl"] + tf.reduce_sum(flat * left_out, axis=-1)
   train_config = _train_config(kl_warmup_steps=0, object_sparsity=0.0)
   assert config.resolve_train_config(MODEL, train_config).unselected_kl_weight == 1.0
   assert MODEL.suppression_radius == config.MVAE_SUPPRESSION_RADIUS == 2
   _first_step_matches(train_config, objective)
+
+
+def test_the_unselected_cost_spares_each_cells_free_nats():
+  """With unselected_kl_free_nats=tau the step follows nll + kl + 0.5 * the left-out
+  cells' sum of max(0, KL_c - tau), and differs from the step without the tolerance."""
+  from mvae_tf import losses
+  def objective(terms, outputs, tau):
+    flat, left_out = _left_out_cells(outputs)  # [B, H*W] twice
+    return terms["nll"] + terms["kl"] + 0.5 * tf.reduce_sum(
+        tf.maximum(flat - tau, 0.0) * left_out, axis=-1)
+  train_config = _train_config(kl_warmup_steps=0, object_sparsity=0.0,
+                               unselected_kl_weight=0.5)
+  # Half the untrained encoder's cells carry more than tau = 0.04 nats, half less.
+  spared = _first_step_matches(
+      dataclasses.replace(train_config, unselected_kl_free_nats=0.04),
+      lambda terms, outputs: objective(terms, outputs, 0.04))
+  full = _first_step_matches(train_config, lambda terms, outputs: objective(terms, outputs, 0.0))
+  assert max(float(tf.reduce_max(tf.abs(a - b))) for a, b in zip(spared, full)) > 1e-3
 
 
 def test_the_unselected_cost_ends_after_unselected_kl_steps():
@@ -366,11 +388,33 @@ def test_the_unselected_kl_steps_are_checked(kwargs, message):
     config.resolve_train_config(MODEL, _train_config(**kwargs))
 
 
-def test_the_unselected_kl_steps_do_not_apply_to_the_vae():
+@pytest.mark.parametrize("kwargs, message", [
+    ({"unselected_kl_free_nats": -1.0}, r"--unselected_kl_free_nats must be a finite number "
+                                        r">= 0; received -1\.0"),
+    ({"unselected_kl_free_nats": float("nan")}, r"--unselected_kl_free_nats must be a finite"),
+    ({"unselected_kl_free_nats": "2"}, r"--unselected_kl_free_nats must be a finite number"),
+    ({"unselected_kl_free_nats": 2.0, "unselected_kl_weight": 0.0},
+     r"--unselected_kl_free_nats=2 shapes a cost that is not charged: it needs "
+     r"--unselected_kl_weight > 0"),
+])
+def test_the_unselected_kl_free_nats_are_checked(kwargs, message):
+  with pytest.raises(config.ConfigError, match=message):
+    config.resolve_train_config(MODEL, _train_config(**kwargs))
+
+
+@pytest.mark.parametrize("name", ["unselected_kl_steps", "unselected_kl_free_nats"])
+def test_the_unselected_costs_shape_does_not_apply_to_the_vae(name):
   vae = config.ModelConfig("vae", num_objects=1, latent_dim=7)
-  with pytest.raises(config.ConfigError, match=r"--unselected_kl_steps does not apply to "
+  with pytest.raises(config.ConfigError, match=rf"--{name} does not apply to "
                                                r"--model=vae .*received 5"):
-    config.resolve_train_config(vae, _train_config(unselected_kl_steps=5))
+    config.resolve_train_config(vae, _train_config(**{name: 5}))
+
+
+def test_a_run_recorded_before_the_free_nats_reads_as_none():
+  saved = config.to_dict(MODEL, _train_config())
+  assert saved["train"]["unselected_kl_free_nats"] == 0.0
+  del saved["train"]["unselected_kl_free_nats"]
+  assert config.from_dict(saved)[1].unselected_kl_free_nats == 0.0
 
 
 def test_the_unselected_kl_steps_may_change_on_resume_and_default_to_every_step(tmp_path):
