@@ -382,13 +382,6 @@ def test_the_unselected_cost_ends_after_unselected_kl_steps():
     ({"unselected_kl_steps": 5, "unselected_kl_weight": 0.0},
      r"--unselected_kl_steps=5 ends a cost that is not charged: it needs "
      r"--unselected_kl_weight > 0"),
-])
-def test_the_unselected_kl_steps_are_checked(kwargs, message):
-  with pytest.raises(config.ConfigError, match=message):
-    config.resolve_train_config(MODEL, _train_config(**kwargs))
-
-
-@pytest.mark.parametrize("kwargs, message", [
     ({"unselected_kl_free_nats": -1.0}, r"--unselected_kl_free_nats must be a finite number "
                                         r">= 0; received -1\.0"),
     ({"unselected_kl_free_nats": float("nan")}, r"--unselected_kl_free_nats must be a finite"),
@@ -397,7 +390,7 @@ def test_the_unselected_kl_steps_are_checked(kwargs, message):
      r"--unselected_kl_free_nats=2 shapes a cost that is not charged: it needs "
      r"--unselected_kl_weight > 0"),
 ])
-def test_the_unselected_kl_free_nats_are_checked(kwargs, message):
+def test_the_unselected_costs_steps_and_free_nats_are_checked(kwargs, message):
   with pytest.raises(config.ConfigError, match=message):
     config.resolve_train_config(MODEL, _train_config(**kwargs))
 
