@@ -410,11 +410,7 @@ def resolve_train_config(model_config, train_config):
       default = mvae_default if model_config.model == "mvae" else 0.0
       train_config = dataclasses.replace(train_config, **{name: default})
   if model_config.model == "vae":
-    for name in MVAE_ONLY_COSTS:
-      _require(not getattr(train_config, name),
-               f"--{name} does not apply to --model=vae (it selects no cells); "
-               f"received {getattr(train_config, name)}")
-    for name in _UNSELECTED_KL_SHAPES:
+    for name in MVAE_ONLY_COSTS + _UNSELECTED_KL_SHAPES:
       _require(not getattr(train_config, name),
                f"--{name} does not apply to --model=vae (it selects no cells); "
                f"received {getattr(train_config, name)}")

@@ -403,7 +403,7 @@ def test_the_unselected_costs_shape_does_not_apply_to_the_vae(name):
     config.resolve_train_config(vae, _train_config(**{name: 5}))
 
 
-def test_a_run_recorded_before_the_free_nats_reads_as_none():
+def test_a_run_recorded_before_the_free_nats_reads_as_zero():
   saved = config.to_dict(MODEL, _train_config())
   assert saved["train"]["unselected_kl_free_nats"] == 0.0
   del saved["train"]["unselected_kl_free_nats"]
