@@ -86,10 +86,18 @@ flags.DEFINE_float("unselected_kl_weight", None,
                    "that were not selected to the training objective (MVAE only). Default: "
                    f"{config_lib.MVAE_UNSELECTED_KL_WEIGHT:g}, which won the README's study.")
 flags.DEFINE_integer("unselected_kl_steps", _TRAIN_DEFAULTS.unselected_kl_steps,
-                     "0: the unselected cells' KL (--unselected_kl_weight) is charged at every "
-                     "step. S: at steps 1..S only, then the paper's objective (the README's "
-                     "study round 19: about 2 nats of ELBO for about 2 points of counting). "
-                     "May change when a run resumes.")
+                     "0: --unselected_kl_final_steps ends the unselected cells' KL "
+                     "(--unselected_kl_weight). S: it is charged at steps 1..S only, then "
+                     "the paper's objective, whatever --train_steps is. May change when a "
+                     "run resumes.")
+flags.DEFINE_integer("unselected_kl_final_steps", None,
+                     "K: the last K steps of --train_steps take the paper's objective, "
+                     "without the unselected cells' KL (the README's study round 19: about "
+                     "2 nats of ELBO for about 2 points of counting); 0 charges it to the "
+                     "end. Default: "
+                     f"{config_lib.MVAE_UNSELECTED_KL_FINAL_STEPS} for MVAE runs of at least "
+                     f"{config_lib.MVAE_END_PHASE_MIN_TRAIN_STEPS} steps, else 0. May change "
+                     "when a run resumes.")
 flags.DEFINE_float("unselected_kl_free_nats", _TRAIN_DEFAULTS.unselected_kl_free_nats,
                    "tau: charge each unselected cell only for its KL beyond tau nats, "
                    "max(0, KL - tau), so the cost keeps cells under the counting threshold "
@@ -132,7 +140,7 @@ flags.DEFINE_string("restore_from", None,
                     "the latest, when the latest cannot be read.")
 flags.DEFINE_string("init_from", None,
                     "Start a new --model_dir from the weights and step of this export's "
-                    "version directory (e.g. pretrained/mvae_3sprites/59000), with the flags "
+                    "version directory (e.g. pretrained/mvae_3sprites/67000), with the flags "
                     "it was trained with; a --model_dir with a checkpoint resumes from that.")
 flags.DEFINE_float("checkpoint_every_secs", 300.0, "Seconds between checkpoints.")
 flags.DEFINE_integer("checkpoint_every_steps", None,
@@ -184,6 +192,7 @@ def configs_from_flags():
       precision=FLAGS.precision,
       unselected_kl_weight=FLAGS.unselected_kl_weight,
       unselected_kl_steps=FLAGS.unselected_kl_steps,
+      unselected_kl_final_steps=FLAGS.unselected_kl_final_steps,
       unselected_kl_free_nats=FLAGS.unselected_kl_free_nats, schedule_steps=FLAGS.schedule_steps,
       object_sparsity=FLAGS.object_sparsity)
   model_config = config_lib.ModelConfig(

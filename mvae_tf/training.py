@@ -247,10 +247,11 @@ class Trainer:
 
   def _unselected_kl_weight(self):
     """The unselected cells' KL weight at the step being taken: `unselected_kl_weight`
-    at steps 1..`unselected_kl_steps` (every step when that is 0), then 0, the paper's
-    objective (README, study round 19)."""
+    at steps 1..`unselected_kl_last_step` (every step when that is 0), then 0, the paper's
+    objective (README, study round 19): the last `unselected_kl_final_steps` of training,
+    or the steps after `unselected_kl_steps`."""
     weight = self.train_config.unselected_kl_weight
-    end = self.train_config.unselected_kl_steps
+    end = self.train_config.unselected_kl_last_step
     if not end:
       return weight
     # Step being taken = iterations + 1 <= end.
@@ -648,6 +649,10 @@ def train(model_config, train_config, model_dir, strategy=None, options=LoopOpti
                                      len(tf.config.list_physical_devices("GPU")))
   if warning:
     log(warning)
+  last = train_config.unselected_kl_last_step
+  if last:
+    log(f"The unselected cells' KL is charged at steps 1-{last}; steps {last + 1}-"
+        f"{train_config.train_steps} take the paper's objective without it.")
   checkpoints = None
   try:
     trainer = Trainer(model_config, train_config, strategy)

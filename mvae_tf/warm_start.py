@@ -64,11 +64,11 @@ def read_export(path):
 
   Raises:
     config.ConfigError: naming what is wrong when `path` is not an `export.py` version
-      directory (such as `pretrained/mvae_3sprites/59000`).
+      directory (such as `pretrained/mvae_3sprites/67000`).
   """
   if not os.path.isdir(path):
     raise _error(path, "no such directory; give an export's version directory, such as "
-                 "pretrained/mvae_3sprites/59000")
+                 "pretrained/mvae_3sprites/67000")
   if not os.path.exists(os.path.join(path, "saved_model.pb")):
     versions = sorted(name for name in os.listdir(path) if name.isdigit())
     hint = (f"; it holds the versions {', '.join(versions)}: give one of them" if versions

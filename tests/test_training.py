@@ -358,13 +358,18 @@ def test_the_unselected_cost_spares_each_cells_free_nats():
   assert max(float(tf.reduce_max(tf.abs(a - b))) for a, b in zip(spared, full)) > 1e-3
 
 
-def test_the_unselected_cost_ends_after_unselected_kl_steps():
-  """With unselected_kl_steps=3, step 3 (optimizer iterations 2 before it) follows the
-  gradient of nll + kl + 0.5 * unselected KL, and step 4 that of the ELBO."""
+@pytest.mark.parametrize("end", [{"unselected_kl_steps": 3},
+                                 {"unselected_kl_final_steps": 7, "train_steps": 10}],
+                         ids=["steps", "final_steps"])
+def test_the_unselected_cost_ends_after_its_last_step(end):
+  """With unselected_kl_steps=3, or the last 7 of 10 steps without the cost, step 3
+  (optimizer iterations 2 before it) follows the gradient of nll + kl + 0.5 * unselected
+  KL, and step 4 that of the ELBO."""
   from mvae_tf import losses
   model_config = dataclasses.replace(MODEL, suppression_radius=0)
-  train_config = _train_config(unselected_kl_weight=0.5, unselected_kl_steps=3,
-                               kl_warmup_steps=0, object_sparsity=0.0)
+  train_config = _train_config(unselected_kl_weight=0.5, kl_warmup_steps=0,
+                               object_sparsity=0.0, **end)
+  assert train_config.unselected_kl_last_step == 3
   with_cost = _first_step_matches(
       train_config, lambda terms, outputs: terms["nll"] + terms["kl"] + 0.5 * losses.unselected_kl(
           outputs["kl_map"], outputs["kl"]), model_config, iterations=2)
@@ -382,6 +387,17 @@ def test_the_unselected_cost_ends_after_unselected_kl_steps():
     ({"unselected_kl_steps": 5, "unselected_kl_weight": 0.0},
      r"--unselected_kl_steps=5 ends a cost that is not charged: it needs "
      r"--unselected_kl_weight > 0"),
+    ({"unselected_kl_final_steps": -1}, r"--unselected_kl_final_steps must be an integer "
+                                        r">= 0; received -1"),
+    ({"unselected_kl_final_steps": 1.5}, r"--unselected_kl_final_steps must be an integer"),
+    ({"unselected_kl_final_steps": 1, "unselected_kl_weight": 0.0},
+     r"--unselected_kl_final_steps=1 ends a cost that is not charged: it needs "
+     r"--unselected_kl_weight > 0"),
+    ({"unselected_kl_final_steps": 1, "unselected_kl_steps": 1},
+     r"--unselected_kl_steps=1 and --unselected_kl_final_steps=1 both end the unselected "
+     r"cells' KL; give one"),
+    ({"unselected_kl_final_steps": 2}, r"--unselected_kl_final_steps=2 leaves no step of "
+                                       r"--train_steps=2 with the unselected cells' KL"),
     ({"unselected_kl_free_nats": -1.0}, r"--unselected_kl_free_nats must be a finite number "
                                         r">= 0; received -1\.0"),
     ({"unselected_kl_free_nats": float("nan")}, r"--unselected_kl_free_nats must be a finite"),
@@ -395,12 +411,42 @@ def test_the_unselected_costs_steps_and_free_nats_are_checked(kwargs, message):
     config.resolve_train_config(MODEL, _train_config(**kwargs))
 
 
-@pytest.mark.parametrize("name", ["unselected_kl_steps", "unselected_kl_free_nats"])
+@pytest.mark.parametrize("name", ["unselected_kl_steps", "unselected_kl_final_steps",
+                                  "unselected_kl_free_nats"])
 def test_the_unselected_costs_shape_does_not_apply_to_the_vae(name):
   vae = config.ModelConfig("vae", num_objects=1, latent_dim=7)
   with pytest.raises(config.ConfigError, match=rf"--{name} does not apply to "
                                                r"--model=vae .*received 5"):
-    config.resolve_train_config(vae, _train_config(**{name: 5}))
+    config.resolve_train_config(vae, _train_config(**{name: 5, "train_steps": 9}))
+
+
+@pytest.mark.parametrize("train_steps, settings, final", [
+    (50_000, {}, 8000), (3_000_000, {}, 8000),
+    (49_999, {}, 0),  # Too short: the cost makes the objects first (README, round 22).
+    (6000, {}, 0),  # The study's runs.
+    (50_000, {"unselected_kl_weight": 0.0}, 0), (50_000, {"unselected_kl_steps": 40_000}, 0),
+    (50_000, {"unselected_kl_final_steps": 0}, 0),
+    (9, {"unselected_kl_final_steps": 4}, 4),
+])
+def test_the_end_phase_defaults_to_the_last_8000_steps_of_a_long_mvae_run(
+    train_steps, settings, final):
+  resolved = config.resolve_train_config(
+      MODEL, _train_config(train_steps=train_steps, **settings))
+  assert resolved.unselected_kl_final_steps == final
+  assert config.resolve_train_config(MODEL, resolved) == resolved
+  vae = config.ModelConfig("vae", num_objects=1, latent_dim=7)
+  assert config.resolve_train_config(
+      vae, _train_config(train_steps=train_steps)).unselected_kl_final_steps == 0
+
+
+def test_the_end_phase_is_announced_and_recorded(tmp_path):
+  lines = []
+  train_config = _train_config(train_steps=3, unselected_kl_final_steps=1)
+  training.train(MODEL, train_config, str(tmp_path), _strategy("/cpu:0"), QUIET,
+                 log=lines.append)
+  assert ("The unselected cells' KL is charged at steps 1-2; steps 3-3 take the paper's "
+          "objective without it.") in lines
+  assert config.read_run_config(str(tmp_path))[1].unselected_kl_final_steps == 1
 
 
 def test_a_run_recorded_before_the_free_nats_reads_as_zero():
@@ -419,6 +465,21 @@ def test_the_unselected_kl_steps_may_change_on_resume_and_default_to_every_step(
   config.write_json_atomic(config.config_path(str(tmp_path)), saved)
   assert config.read_run_config(str(tmp_path))[1].unselected_kl_steps == 0
   training.check_model_dir(str(tmp_path), MODEL, _train_config(unselected_kl_steps=59000))
+
+
+def test_the_end_phase_may_change_on_resume_and_reads_as_none_before_it_existed(tmp_path):
+  """A run resumes with more steps, which moves the end phase with them, or with another
+  end phase; a config.json written before the setting existed charged the cost to the
+  end."""
+  saved = config.to_dict(MODEL, config.resolve_train_config(MODEL, _train_config(
+      train_steps=60_000)))
+  assert saved["train"]["unselected_kl_final_steps"] == 8000
+  del saved["train"]["unselected_kl_final_steps"]
+  config.write_json_atomic(config.config_path(str(tmp_path)), saved)
+  assert config.read_run_config(str(tmp_path))[1].unselected_kl_final_steps == 0
+  for final_steps in (None, 100):
+    training.check_model_dir(str(tmp_path), MODEL, _train_config(
+        train_steps=68_000, unselected_kl_final_steps=final_steps))
 
 
 def test_object_sparsity_is_warmed_up_with_the_kl_in_the_gradient_only():
