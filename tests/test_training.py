@@ -511,7 +511,8 @@ def test_object_sparsity_defaults_to_the_studys_lambda_for_the_mvae_and_0_for_th
   resolved = config.resolve_train_config(MODEL, _train_config())
   assert resolved.object_sparsity == config.MVAE_OBJECT_SPARSITY == 0.0  # Round 14.
   assert config.resolve_train_config(MODEL, resolved) == resolved
-  paper = _train_config(object_sparsity=0.0, unselected_kl_weight=0.0)
+  paper = _train_config(object_sparsity=0.0, unselected_kl_weight=0.0,
+                        unselected_kl_final_steps=0)
   assert config.resolve_train_config(MODEL, paper) == paper  # The paper's stays reachable.
   vae = config.ModelConfig("vae", num_objects=1, latent_dim=7)
   assert config.resolve_train_config(vae, _train_config()).object_sparsity == 0.0
