@@ -359,33 +359,57 @@ def test_readme_python_examples_run(mvae_run):
     assert result.returncode == 0, (block, result.stderr[-2000:])
 
 
-# (name, num_sprites, N, grid, smallest accuracy on these 64 scenes). Guessing the most likely
-# count scores 3/8 at 0-3 sprites and 70/256 at 0-8 (each sprite present with probability
-# 0.5); on these 64 scenes the best constant guess scores 0.375 at 8 sprites. Measured: the
-# 8-sprite models count 0.48 (8x8 grid, λ = 0; 51.6% on the 12,800 test scenes), 0.55 (8x8,
-# λ = 5; 44.5%) and 0.45 (4x4; 46.2%) of them.
-SHIPPED_MODELS = [("mvae_3sprites", 3, 5, 16, 0.5), ("mvae_3sprites_elbo", 3, 5, 16, 0.5),
-                  ("mvae_3sprites_grid8", 3, 5, 8, 0.5),
-                  ("mvae_3sprites_lambda5", 3, 5, 8, 0.5),
-                  ("mvae_3sprites_grid4", 3, 5, 4, 0.5), ("mvae_3sprites_paper", 3, 5, 4, 0.5),
-                  ("mvae_8sprites", 8, 10, 16, 0.4), ("mvae_8sprites_grid8", 8, 10, 8, 0.4),
-                  ("mvae_8sprites_lambda5", 8, 10, 8, 0.4),
-                  ("mvae_8sprites_grid4", 8, 10, 4, 0.4)]
+# (name/version, num_sprites, N, grid, smallest accuracy on these 64 scenes). Guessing the most
+# likely count scores 3/8 at 0-3 sprites and 70/256 at 0-8 (each sprite present with
+# probability 0.5); on these 64 scenes the best constant guess scores 0.375 at 8 sprites.
+# Measured: the 8-sprite models count 0.48 (8x8 grid, λ = 0; 51.6% on the 12,800 test
+# scenes), 0.55 (8x8, λ = 5; 44.5%) and 0.45 (4x4; 46.2%) of them. Each version's threshold
+# is in `pretrained/NAME_eval` for the latest version, `NAME_VERSION_eval` for the others.
+SHIPPED_MODELS = [("mvae_3sprites/67000", 3, 5, 16, 0.5),
+                  ("mvae_3sprites/59000", 3, 5, 16, 0.5),
+                  ("mvae_3sprites_grid8/55000", 3, 5, 8, 0.5),
+                  ("mvae_3sprites_lambda5/55000", 3, 5, 8, 0.5),
+                  ("mvae_3sprites_grid4/55000", 3, 5, 4, 0.5),
+                  ("mvae_3sprites_paper/34000", 3, 5, 4, 0.5),
+                  ("mvae_8sprites/62000", 8, 10, 16, 0.4),
+                  ("mvae_8sprites/54000", 8, 10, 16, 0.4),
+                  ("mvae_8sprites_grid8/45000", 8, 10, 8, 0.4),
+                  ("mvae_8sprites_lambda5/26000", 8, 10, 8, 0.4),
+                  ("mvae_8sprites_grid4/40000", 8, 10, 4, 0.4)]
+# Every version of every shipped MVAE is in SHIPPED_MODELS.
+SHIPPED_MVAES = {"mvae_3sprites": ["59000", "67000"], "mvae_3sprites_grid8": ["55000"],
+                 "mvae_3sprites_lambda5": ["55000"], "mvae_3sprites_grid4": ["55000"],
+                 "mvae_3sprites_paper": ["34000"], "mvae_8sprites": ["54000", "62000"],
+                 "mvae_8sprites_grid8": ["45000"], "mvae_8sprites_lambda5": ["26000"],
+                 "mvae_8sprites_grid4": ["40000"]}
 
 
-def _only_version(name):
-  """The one numeric version directory of `pretrained/NAME`, and its name."""
+def _versions(name):
   base = os.path.join(ROOT, "pretrained", name)
-  versions = [v for v in os.listdir(base) if v.isdigit()]
-  assert len(versions) == 1
-  return os.path.join(base, versions[0]), versions[0]
+  return sorted(v for v in os.listdir(base) if v.isdigit())
 
 
-@pytest.mark.parametrize("name, num_sprites, num_objects, grid, min_accuracy", SHIPPED_MODELS)
+def test_every_shipped_mvae_version_is_checked():
+  names = sorted(n for n in os.listdir(os.path.join(ROOT, "pretrained"))
+                 if n.startswith("mvae_") and not n.endswith("_eval"))
+  assert {name: _versions(name) for name in names} == SHIPPED_MVAES
+  assert sorted(m[0] for m in SHIPPED_MODELS) == sorted(
+      f"{name}/{v}" for name, versions in SHIPPED_MVAES.items() for v in versions)
+
+
+def _eval_dir(name, version):
+  """The evaluation shipped with a version: `NAME_eval` for the latest (the one TF Serving
+  serves from `pretrained/NAME`), `NAME_VERSION_eval` for an earlier one."""
+  latest = _versions(name)[-1]
+  suffix = "_eval" if version == latest else f"_{version}_eval"
+  return os.path.join(ROOT, "pretrained", name + suffix)
+
+
+@pytest.mark.parametrize("path, num_sprites, num_objects, grid, min_accuracy", SHIPPED_MODELS)
 def test_the_shipped_pretrained_model_loads_and_counts_in_the_c_loader(
-    name, num_sprites, num_objects, grid, min_accuracy):
-  export_dir, version = _only_version(name)
-  c_model = c_saved_model.CSavedModel(export_dir)
+    path, num_sprites, num_objects, grid, min_accuracy):
+  name, version = path.split("/")
+  c_model = c_saved_model.CSavedModel(os.path.join(ROOT, "pretrained", path))
   try:
     meta = c_model.run("metadata", {})
     assert (int(meta["num_objects"]), int(meta["latent_dim"]), int(meta["grid_size"]),
@@ -395,7 +419,7 @@ def test_the_shipped_pretrained_model_loads_and_counts_in_the_c_loader(
     kl_map = c_model.run("encode", {"images": batch["image"].numpy()})["kl_map"]
   finally:
     c_model.close()
-  with open(os.path.join(ROOT, "pretrained", name + "_eval", "metrics.json")) as f:
+  with open(os.path.join(_eval_dir(name, version), "metrics.json")) as f:
     threshold = json.load(f)["object_counting"]["threshold"]
   predicted = (kl_map.reshape(64, -1) > threshold).sum(axis=1)
   # The shipped models count well above chance on these 64 scenes.
@@ -403,9 +427,10 @@ def test_the_shipped_pretrained_model_loads_and_counts_in_the_c_loader(
 
 
 # {name: (num_sprites, every version)}: vae_3sprites has 55,000 steps beside the
-# 55,000-step MVAEs, 59,000 beside mvae_3sprites and 67,000 beside mvae_3sprites_elbo;
-# vae_8sprites is beside mvae_8sprites.
-SHIPPED_VAES = {"vae_3sprites": (3, ["55000", "59000", "67000"]), "vae_8sprites": (8, ["54000"])}
+# 55,000-step MVAEs, and 59,000 and 67,000 beside those of mvae_3sprites; vae_8sprites
+# has the versions of mvae_8sprites.
+SHIPPED_VAES = {"vae_3sprites": (3, ["55000", "59000", "67000"]),
+                "vae_8sprites": (8, ["54000", "62000"])}
 
 
 @pytest.mark.parametrize("name, version", [(name, version) for name, (_, versions)
@@ -413,7 +438,7 @@ SHIPPED_VAES = {"vae_3sprites": (3, ["55000", "59000", "67000"]), "vae_8sprites"
 def test_the_shipped_vae_baselines_load_and_reconstruct_in_the_c_loader(name, version):
   num_sprites, versions = SHIPPED_VAES[name]
   base = os.path.join(ROOT, "pretrained", name)
-  assert sorted(v for v in os.listdir(base) if v.isdigit()) == versions
+  assert _versions(name) == versions
   export_dir = os.path.join(base, version)
   c_model = c_saved_model.CSavedModel(export_dir)
   try:

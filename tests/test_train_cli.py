@@ -64,7 +64,7 @@ def _run(*flags, timeout=300):
      r"--init_from applies to --strategy=mirrored only"),
     (["--init_from=no/such/export"], r"--init_from=no/such/export: no such directory"),
     (["--init_from=pretrained/mvae_3sprites"],
-     r"not a SavedModel \(no saved_model.pb\); it holds the versions \d+: give one"),
+     r"not a SavedModel \(no saved_model.pb\); it holds the versions 59000, 67000: give one"),
     (["--suppression_kl_ratio=1.5"], r"--suppression_kl_ratio must be a number in \(0, 1\]; "
                                      r"received 1\.5"),
     (["--suppression_radius=0", "--suppression_kl_ratio=0.5"],
