@@ -93,8 +93,9 @@ flags.DEFINE_integer("unselected_kl_steps", _TRAIN_DEFAULTS.unselected_kl_steps,
 flags.DEFINE_integer("unselected_kl_final_steps", None,
                      "K: the last K steps of --train_steps take the paper's objective, "
                      "without the unselected cells' KL (the README's study round 19: about "
-                     "2 nats of ELBO for about 2 points of counting); 0 charges it to the "
-                     "end. Default: "
+                     "2 nats of ELBO for about 2 points of counting by the paper's KL "
+                     "threshold at 3 sprites, 11 nats for 6-7 points at 8); 0 charges it "
+                     "to the end. Default: "
                      f"{config_lib.MVAE_UNSELECTED_KL_FINAL_STEPS} for MVAE runs of at least "
                      f"{config_lib.MVAE_END_PHASE_MIN_TRAIN_STEPS} steps, else 0. May change "
                      "when a run resumes.")
