@@ -385,8 +385,8 @@ SHIPPED_MVAES = {"mvae_3sprites": ["59000", "67000"], "mvae_3sprites_grid8": ["5
 
 
 def _versions(name):
-  base = os.path.join(ROOT, "pretrained", name)
-  return sorted(v for v in os.listdir(base) if v.isdigit())
+  """The numeric version directories of `pretrained/NAME`."""
+  return _numeric(os.path.join(ROOT, "pretrained", name))
 
 
 def test_every_shipped_mvae_version_is_checked():
@@ -400,7 +400,7 @@ def test_every_shipped_mvae_version_is_checked():
 def _eval_dir(name, version):
   """The evaluation shipped with a version: `NAME_eval` for the latest (the one TF Serving
   serves from `pretrained/NAME`), `NAME_VERSION_eval` for an earlier one."""
-  latest = _versions(name)[-1]
+  latest = max(_versions(name), key=int)  # As TF Serving orders versions: by number.
   suffix = "_eval" if version == latest else f"_{version}_eval"
   return os.path.join(ROOT, "pretrained", name + suffix)
 
