@@ -38,11 +38,31 @@ from mvae_tf import warm_start
 NUM_SUMMARY_IMAGES = 8
 
 
+def cpu_threads(num_cpu_devices, cores=None):
+  """(intra-op, inter-op) thread counts that give each of `num_cpu_devices` replicas its cores.
+
+  One replica uses TF's defaults (0, 0: every core for each op). Split into N replicas, the
+  CPU runs best with each op on cores // N threads and N ops at once, so that every replica
+  computes its share of the batch on its own cores instead of all replicas' ops taking turns
+  on all cores (small convolutions gain little from a second thread). `cores` defaults to
+  the cores this process may run on (`taskset` limits them).
+  """
+  if num_cpu_devices < 1:
+    raise ValueError(f"num_cpu_devices must be >= 1; received {num_cpu_devices}")
+  if num_cpu_devices == 1:
+    return 0, 0
+  if cores is None:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+  return max(1, cores // num_cpu_devices), num_cpu_devices
+
+
 def make_strategy(devices=None, num_cpu_devices=1):
   """MirroredStrategy over `devices`, else all GPUs, else the CPU.
 
-  Without GPUs the CPU is one replica, or `num_cpu_devices` logical devices (to try
-  multi-replica training on a CPU); splitting the CPU must happen before TF initialises.
+  Without GPUs the CPU is one replica, or `num_cpu_devices` logical devices, each with its
+  share of the cores (`cpu_threads`): on 2 cores, 2 replicas train 10-13% faster than one
+  (README, "Throughput"). Splitting the CPU must happen before TF initialises; thread counts
+  the program has already set are kept.
   """
   if devices is None:
     if tf.config.list_physical_devices("GPU"):
@@ -52,8 +72,23 @@ def make_strategy(devices=None, num_cpu_devices=1):
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(
             cpu, [tf.config.LogicalDeviceConfiguration()] * num_cpu_devices)
+        intra, inter = cpu_threads(num_cpu_devices)
+        if not tf.config.threading.get_intra_op_parallelism_threads():
+          tf.config.threading.set_intra_op_parallelism_threads(intra)
+        if not tf.config.threading.get_inter_op_parallelism_threads():
+          tf.config.threading.set_inter_op_parallelism_threads(inter)
       devices = [f"/cpu:{i}" for i in range(num_cpu_devices)]
   return tf.distribute.MirroredStrategy(devices)
+
+
+def _cpu_threads_note(strategy):
+  """The training log's note on a CPU whose threads `make_strategy` split, else ''."""
+  intra = tf.config.threading.get_intra_op_parallelism_threads()
+  inter = tf.config.threading.get_inter_op_parallelism_threads()
+  devices = strategy.extended.worker_devices
+  if not (intra or inter) or any("GPU" in device.upper() for device in devices):
+    return ""
+  return f" (CPU split: {intra or 'all'} thread(s) per op, {inter or 'all'} ops at once)"
 
 
 def make_multi_worker_strategy(collective_timeout_secs):
@@ -745,9 +780,9 @@ def _train_loop(trainer, checkpoints, options, log, dataset_transform, restore_f
             exit_fn=_raise_preempted, save_fn=lambda: checkpoints.save(trainer.step)))
     step_fn = lambda batch: handler.run(trainer.train_step, batch)
   log(machine.describe({**machine.cpu_facts(), **machine.tensorflow_facts()}))
-  log(f"Training {model_config.model} on {strategy.num_replicas_in_sync} replica(s) from step "
-      f"{start_step} to {total}: global batch {train_config.batch_size}, "
-      f"{train_config.precision}.")
+  log(f"Training {model_config.model} on {strategy.num_replicas_in_sync} replica(s)"
+      f"{_cpu_threads_note(strategy)} from step {start_step} to {total}: global batch "
+      f"{train_config.batch_size}, {train_config.precision}.")
   step = start_step
   since_summary, since_log = [], []  # Each step's metrics since the last summary / log.
   last_log = last_ckpt = time.time()

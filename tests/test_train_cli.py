@@ -9,6 +9,8 @@ import time
 
 import pytest
 
+from mvae_tf import training
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -97,9 +99,13 @@ def test_train_then_resume(tmp_path):
   names = os.listdir(model_dir)
   assert {"config.json", "checkpoint", "ckpt-6.index"} <= set(names)
   assert any(n.startswith("events.out.tfevents") for n in names)
-  second = _run(*common, "--train_steps=9")
+  # Resumed on the CPU split in two: each replica's ops on its share of the cores.
+  second = _run(*common, "--train_steps=9", "--num_cpu_devices=2")
   assert second.returncode == 0, second.stderr
   assert "at step 6" in second.stdout and "step 9/9" in second.stdout
+  intra, inter = training.cpu_threads(2)
+  assert (f"on 2 replica(s) (CPU split: {intra} thread(s) per op, {inter} ops at once) from "
+          "step 6 to 9") in second.stdout, second.stdout[:2000]
   assert "ckpt-9.index" in os.listdir(model_dir)
   third = _run(*common, "--train_steps=9")
   assert third.returncode == 0 and "nothing to do" in third.stdout
