@@ -2,14 +2,18 @@ r"""How fast mvae_tf trains and serves on this machine, against the machine's ow
 
   python benchmark.py [--json=b.json] [--quick]
 
-Measures, in one process and after warm-up, each figure the median of several repeats:
+Measures, in one process (one child process for the split CPU) and after warm-up, each
+figure the median of several repeats:
   * the machine: CPU model and flags, cores, TF version, oneDNN on or off, GPUs;
   * a large square matmul, fp32 (and bfloat16 where the hardware has bf16 units): the
     machine's practical FLOP rate;
   * the full training step (forward, backward, Adam) at 3 and 8 sprites (N = sprites + 2),
     batch 64, on one cached batch so that the step alone is timed, in fp32 and, where offered,
     mixed_bfloat16: images/s, GFLOP/s from the analytic count (mvae_tf/flops.py) and that rate
-    as a fraction of the same run's fp32 matmul;
+    as a fraction of the same run's fp32 matmul; without GPUs, also the same step with the
+    CPU split into --cpu_replicas replicas (train.py --num_cpu_devices), timed in a child
+    process (TF fixes its threads when it starts), its repeats alternated with the one-replica
+    step's so that both see the same machine;
   * the input pipeline's images/s and its ratio to the fastest training figure (it must stay
     >= 10 so that data never holds training back);
   * serving: `encode` and `decode` through a freshly exported SavedModel loaded with
@@ -23,6 +27,7 @@ Prints a table; --json also writes every figure (written to a temporary name, th
 
 import os
 import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -37,6 +42,9 @@ from absl import logging as absl_logging
 flags.DEFINE_string("json", None, "Also write the figures to this JSON file.")
 flags.DEFINE_bool("quick", False, "Tiny sizes and few repeats, to check that it runs.")
 flags.DEFINE_list("sprites", ["3", "8"], "Sprite counts to time training at.")
+flags.DEFINE_integer("cpu_replicas", 2, "Also time the training step with the CPU split into "
+                     "this many replicas (train.py --num_cpu_devices), in a child process; 0 "
+                     "or 1: don't. Skipped where GPUs are visible.")
 flags.DEFINE_list("precisions", None, "Training precisions to time (float32, "
                   "mixed_bfloat16); default: float32, and mixed_bfloat16 where the hardware "
                   "has bf16 units.")
@@ -59,17 +67,19 @@ class Sizes:
     self.serving_batch = 8 if quick else 256
 
 
+def _rate(fn, work):
+  """`work / seconds` of one call of `fn`."""
+  start = time.perf_counter()
+  fn()
+  return work / (time.perf_counter() - start)
+
+
 def _median_rate(fn, work, repeats, warmup):
   """Median of `work / seconds` over `repeats` timed calls of `fn`, after `warmup` calls."""
   import numpy as np  # pylint: disable=g-import-not-at-top
   for _ in range(warmup):
     fn()
-  rates = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    fn()
-    rates.append(work / (time.perf_counter() - start))
-  return float(np.median(rates))
+  return float(np.median([_rate(fn, work) for _ in range(repeats)]))
 
 
 def matmul_gflops(dtype, size, repeats):
@@ -80,12 +90,13 @@ def matmul_gflops(dtype, size, repeats):
   return _median_rate(lambda: matmul(a).numpy(), 2 * size**3 / 1e9, repeats, warmup=2)
 
 
-def training_rate(num_sprites, precision, sizes, check_finite=True, jit_compile=False,
-                  **model_settings):
-  """Images/s of the full training step on one cached batch.
+def training_steps(num_sprites, precision, sizes, check_finite=True, jit_compile=False,
+                   strategy=None, **model_settings):
+  """A function that runs `sizes.steps` full training steps on one cached batch.
 
   `jit_compile` compiles each replica's forward and backward pass with XLA (Adam's update
   and the all-reduce stay outside); `benchmarks/xla_step.py` uses it to measure XLA.
+  `strategy` defaults to `training.make_strategy()` (one replica on a CPU).
   `model_settings` are `config.ModelConfig` fields other than the defaults (such as
   `num_pooling`; `benchmarks/grid_step.py` times grids with them).
   """
@@ -94,7 +105,7 @@ def training_rate(num_sprites, precision, sizes, check_finite=True, jit_compile=
   model_config = config.ModelConfig(num_objects=num_sprites + 2, **model_settings)
   train_config = config.TrainConfig(num_sprites=num_sprites, batch_size=sizes.batch,
                                     precision=precision)
-  trainer = training.Trainer(model_config, train_config, training.make_strategy(),
+  trainer = training.Trainer(model_config, train_config, strategy or training.make_strategy(),
                              check_finite=check_finite)
   if jit_compile:
     trainer._replica_gradients = tf.function(  # pylint: disable=protected-access
@@ -107,7 +118,74 @@ def training_rate(num_sprites, precision, sizes, check_finite=True, jit_compile=
       metrics = trainer.train_step(batch)
     float(metrics["loss"])  # Waits for the last step.
 
+  return steps
+
+
+def training_rate(num_sprites, precision, sizes, **settings):
+  """Images/s of the full training step on one cached batch (`training_steps`' settings)."""
+  steps = training_steps(num_sprites, precision, sizes, **settings)
   return _median_rate(steps, sizes.steps * sizes.batch, sizes.repeats, sizes.warmup)
+
+
+def replica_worker(replicas, quick):
+  """Times the training step on `replicas` CPU replicas, on request, in this fresh process.
+
+  `make_strategy` splits the CPU and its threads (`training.cpu_threads`), which TF fixes
+  when it starts, so this runs in a process of its own (`ReplicaWorker`). It reads lines
+  from stdin: "build SPRITES PRECISION" builds that step (as `training_steps`) and warms it
+  up, answering "ready"; "time" answers the images/s of `sizes.steps` steps.
+  """
+  from mvae_tf import training  # pylint: disable=g-import-not-at-top
+  strategy = training.make_strategy(num_cpu_devices=replicas)
+  sizes, steps = Sizes(quick), None
+  print("started", flush=True)
+  for line in sys.stdin:
+    command, *args = line.split()
+    if command == "build":
+      steps = training_steps(int(args[0]), args[1], sizes, strategy=strategy)
+      for _ in range(sizes.warmup):
+        steps()
+      print("ready", flush=True)
+    else:
+      print(_rate(steps, sizes.steps * sizes.batch), flush=True)
+
+
+class ReplicaWorker:
+  """A child process running `replica_worker`, so that its timings alternate with others'."""
+
+  def __init__(self, replicas, quick):
+    self.replicas = replicas
+    code = f"import benchmark; benchmark.replica_worker({replicas}, {quick})"
+    self._process = subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        text=True, cwd=os.path.dirname(os.path.abspath(__file__)))
+    self._expect("started", self._process.stdout.readline())
+
+  def _ask(self, request):
+    self._process.stdin.write(request + "\n")
+    self._process.stdin.flush()
+    return self._process.stdout.readline()
+
+  def _expect(self, expected, answer):
+    if answer.strip() != expected:
+      raise RuntimeError(f"the process timing {self.replicas} CPU replica(s) failed (its "
+                         f"error is above); it answered {answer!r}")
+
+  def build(self, num_sprites, precision):
+    """Builds and warms up the step of `num_sprites` in `precision` (a config.PRECISIONS)."""
+    self._expect("ready", self._ask(f"build {num_sprites} {precision}"))
+
+  def rate(self):
+    """Images/s of one timed repeat of the step last built."""
+    answer = self._ask("time")
+    try:
+      return float(answer)
+    except ValueError:
+      self._expect("a rate", answer)
+
+  def close(self):
+    self._process.stdin.close()
+    self._process.wait()
 
 
 def compare_steps(description, variants, argv=None):
@@ -203,6 +281,7 @@ def serving_figures(sizes):
 
 def run(sizes, sprite_counts, log):
   """Every figure, as the nested dict that --json writes."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from mvae_tf import config, flops, machine  # pylint: disable=g-import-not-at-top
   facts = {**machine.cpu_facts(), **machine.tensorflow_facts()}
@@ -218,17 +297,39 @@ def run(sizes, sprite_counts, log):
   log(f"matmul {sizes.matmul}^2: {results['matmul_gflops']}")
 
   results["flops_per_image"], results["train"] = {}, {}
+  split = None
+  if FLAGS.cpu_replicas > 1 and not facts["gpus"] and sizes.batch % FLAGS.cpu_replicas == 0:
+    split = ReplicaWorker(FLAGS.cpu_replicas, FLAGS.quick)
   for num_sprites in sprite_counts:
     per_image = flops.training_flops_per_image(config.ModelConfig(num_objects=num_sprites + 2))
     results["flops_per_image"][str(num_sprites)] = per_image
     by_precision = results["train"][str(num_sprites)] = {}
     for precision in precisions:
-      rate = training_rate(num_sprites, precision, sizes)
+      steps = training_steps(num_sprites, precision, sizes)
+      if split:
+        split.build(num_sprites, precision)
+      for _ in range(sizes.warmup):
+        steps()
+      # The split CPU's repeats alternate with these, so both see the same machine.
+      rates, split_rates = [], []
+      for _ in range(sizes.repeats):
+        rates.append(_rate(steps, sizes.steps * sizes.batch))
+        if split:
+          split_rates.append(split.rate())
+      rate = float(np.median(rates))
       gflops = rate * per_image / 1e9
-      by_precision[_PRECISION_KEYS[precision]] = {
+      figures = by_precision[_PRECISION_KEYS[precision]] = {
           "images_per_sec": rate, "gflops": gflops,
           "fraction_of_matmul": gflops / results["matmul_gflops"]["fp32"]}
       log(f"train {num_sprites} sprites {precision}: {rate:.1f} img/s")
+      if split:
+        split_rate = float(np.median(split_rates))
+        figures["cpu_replicas"] = {"replicas": split.replicas, "images_per_sec": split_rate,
+                                   "speedup": split_rate / rate}
+        log(f"train {num_sprites} sprites {precision} on {split.replicas} CPU replicas, "
+            f"alternated with the above: {split_rate:.1f} img/s")
+  if split:
+    split.close()
   # What the per-step NaN/Inf check costs: the same step without it, timed right after.
   sprites, figures = str(sprite_counts[0]), results["train"][str(sprite_counts[0])]["fp32"]
   unchecked = training_rate(sprite_counts[0], "float32", sizes, check_finite=False)
@@ -236,7 +337,9 @@ def run(sizes, sprite_counts, log):
   figures["nonfinite_check_cost"] = unchecked / figures["images_per_sec"] - 1
   log(f"train {sprites} sprites fp32 without the non-finite check: {unchecked:.1f} img/s")
 
-  fastest = max(figures["images_per_sec"] for by_precision in results["train"].values()
+  fastest = max(max(figures["images_per_sec"],
+                    figures.get("cpu_replicas", {}).get("images_per_sec", 0))
+                for by_precision in results["train"].values()
                 for figures in by_precision.values())
   data_sprites = max(sprite_counts)
   rate = data_rate(data_sprites, sizes)
@@ -264,6 +367,13 @@ def format_table(results):
       lines.append(f"  {sprites:>7} {precision:>15} {figures['images_per_sec']:9.1f} "
                    f"{figures['gflops']:9.1f} {figures['fraction_of_matmul']:9.2f} "
                    f"{results['flops_per_image'][sprites] / 1e9:9.3f}")
+  for sprites, by_precision in results["train"].items():
+    for precision, figures in by_precision.items():
+      if "cpu_replicas" in figures:
+        split = figures["cpu_replicas"]
+        lines.append(f"  {sprites:>7} {precision:>15} {split['images_per_sec']:9.1f} on "
+                     f"{split['replicas']} CPU replicas (train.py --num_cpu_devices="
+                     f"{split['replicas']}): {split['speedup']:.2f}x one")
   for sprites, by_precision in results["train"].items():
     if "nonfinite_check_cost" in by_precision["fp32"]:
       figures = by_precision["fp32"]
@@ -304,6 +414,10 @@ def main(argv):
                            or "float32" not in FLAGS.precisions):
     print(f"benchmark.py: error: --precisions must include float32 and name only "
           f"{', '.join(config.PRECISIONS)}; received {FLAGS.precisions}", file=sys.stderr)
+    sys.exit(2)
+  if FLAGS.cpu_replicas < 0:
+    print(f"benchmark.py: error: --cpu_replicas must be >= 0; received {FLAGS.cpu_replicas}",
+          file=sys.stderr)
     sys.exit(2)
   if FLAGS.json and not os.path.isdir(os.path.dirname(os.path.abspath(FLAGS.json))):
     print(f"benchmark.py: error: --json {FLAGS.json!r}: its directory does not exist",

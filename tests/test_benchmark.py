@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -15,6 +17,7 @@ def _positive(value):
 def test_quick_benchmark_writes_every_key(tmp_path):
   path = tmp_path / "b.json"
   env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
+  env["CUDA_VISIBLE_DEVICES"] = ""  # The CPU's figures, the split CPU's among them.
   result = subprocess.run(
       [sys.executable, os.path.join(ROOT, "benchmark.py"), "--quick", "--sprites=3,8",
        f"--json={path}"], capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
@@ -39,6 +42,11 @@ def test_quick_benchmark_writes_every_key(tmp_path):
       # GFLOP/s is the analytic count times the measured rate.
       assert abs(train["gflops"] - train["images_per_sec"]
                  * figures["flops_per_image"][sprites] / 1e9) < 1e-6 * train["gflops"]
+      # Without GPUs the same step on the CPU split in two, timed in a child process
+      # alternately with the one-replica step.
+      split = train["cpu_replicas"]
+      assert split["replicas"] == 2 and _positive(split["images_per_sec"])
+      assert abs(split["speedup"] - split["images_per_sec"] / train["images_per_sec"]) < 1e-9
   assert _positive(figures["train"]["3"]["fp32"]["unchecked_images_per_sec"])
   assert "nonfinite_check_cost" in figures["train"]["3"]["fp32"]
   assert _positive(figures["data"]["images_per_sec"])
@@ -50,6 +58,7 @@ def test_quick_benchmark_writes_every_key(tmp_path):
     assert figures["serving"][name]["p99_ms"] >= figures["serving"][name]["p50_ms"]
   assert _positive(figures["peak_rss_mb"])
   assert "training step" in result.stdout and "of matmul" in result.stdout
+  assert "on 2 CPU replicas (train.py --num_cpu_devices=2)" in result.stdout
 
 
 def test_the_step_comparison_tools_refuse_bad_sizes_before_any_work():
@@ -61,3 +70,32 @@ def test_the_step_comparison_tools_refuse_bad_sizes_before_any_work():
     assert result.stderr.strip().splitlines()[-1] == (
         f"{tool}: error: --sprites and --rounds must be >= 1"), tool
     assert "img/s" not in result.stdout
+
+
+@pytest.mark.parametrize("flag, message", [
+    ("--sprites=0", "--sprites must be integers >= 1; received ['0']"),
+    ("--precisions=mixed_bfloat16", "--precisions must include float32 and name only"),
+    ("--cpu_replicas=-1", "--cpu_replicas must be >= 0; received -1"),
+    ("--json=/no/such/dir/b.json", "--json '/no/such/dir/b.json': its directory does not exist"),
+])
+def test_benchmark_refuses_bad_flags_before_any_work(flag, message):
+  result = subprocess.run([sys.executable, os.path.join(ROOT, "benchmark.py"), flag],
+                          capture_output=True, text=True, cwd=ROOT, timeout=300)
+  assert result.returncode == 2, result.stderr[-2000:]
+  assert result.stderr.strip().splitlines()[-1].startswith(f"benchmark.py: error: {message}")
+  assert "img/s" not in result.stdout
+
+
+@pytest.mark.parametrize("flag, message", [
+    ("--replicas=1,0", "--replicas must be distinct counts >= 1; received '1,0'"),
+    ("--replicas=2,2", "--replicas must be distinct counts >= 1; received '2,2'"),
+    ("--replicas=two", "--replicas must be comma-separated integers; received 'two'"),
+    ("--rounds=0", "--sprites and --rounds must be >= 1"),
+])
+def test_the_cpu_replicas_tool_refuses_bad_counts_before_any_work(flag, message):
+  result = subprocess.run(
+      [sys.executable, os.path.join(ROOT, "benchmarks", "cpu_replicas_step.py"), flag],
+      capture_output=True, text=True, cwd=ROOT, timeout=300)
+  assert result.returncode == 2, result.stderr[-2000:]
+  assert result.stderr.strip().splitlines()[-1] == f"cpu_replicas_step.py: error: {message}"
+  assert "img/s" not in result.stdout
