@@ -127,27 +127,35 @@ def training_rate(num_sprites, precision, sizes, **settings):
   return _median_rate(steps, sizes.steps * sizes.batch, sizes.repeats, sizes.warmup)
 
 
+_ANSWER = "replica_worker: "  # Starts each answer of `replica_worker`.
+
+
 def replica_worker(replicas, quick):
   """Times the training step on `replicas` CPU replicas, on request, in this fresh process.
 
   `make_strategy` splits the CPU and its threads (`training.cpu_threads`), which TF fixes
   when it starts, so this runs in a process of its own (`ReplicaWorker`). It reads lines
-  from stdin: "build SPRITES PRECISION" builds that step (as `training_steps`) and warms it
-  up, answering "ready"; "time" answers the images/s of `sizes.steps` steps.
+  from stdin: "build SPRITES PRECISION SETTINGS" builds that step (as `training_steps`, with
+  the JSON object SETTINGS as its model settings) and warms it up, answering "ready"; "time"
+  answers the images/s of `sizes.steps` steps. Answers start with `_ANSWER`, so that
+  anything else a library prints to stdout cannot be taken for one.
   """
+  import json  # pylint: disable=g-import-not-at-top
   from mvae_tf import training  # pylint: disable=g-import-not-at-top
   strategy = training.make_strategy(num_cpu_devices=replicas)
   sizes, steps = Sizes(quick), None
-  print("started", flush=True)
+  answer = lambda text: print(f"{_ANSWER}{text}", flush=True)
+  answer("started")
   for line in sys.stdin:
-    command, *args = line.split()
+    command, *args = line.split(maxsplit=3)
     if command == "build":
-      steps = training_steps(int(args[0]), args[1], sizes, strategy=strategy)
+      steps = training_steps(int(args[0]), args[1], sizes, strategy=strategy,
+                             **json.loads(args[2]))
       for _ in range(sizes.warmup):
         steps()
-      print("ready", flush=True)
+      answer("ready")
     else:
-      print(_rate(steps, sizes.steps * sizes.batch), flush=True)
+      answer(_rate(steps, sizes.steps * sizes.batch))
 
 
 class ReplicaWorker:
@@ -159,21 +167,31 @@ class ReplicaWorker:
     self._process = subprocess.Popen(
         [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
         text=True, cwd=os.path.dirname(os.path.abspath(__file__)))
-    self._expect("started", self._process.stdout.readline())
+    self._expect("started", self._answer())
+
+  def _answer(self):
+    """The worker's next answer ("" if it ended), other output passed through."""
+    for line in self._process.stdout:
+      if line.startswith(_ANSWER):
+        return line[len(_ANSWER):]
+      print(line, end="")
+    return ""
 
   def _ask(self, request):
     self._process.stdin.write(request + "\n")
     self._process.stdin.flush()
-    return self._process.stdout.readline()
+    return self._answer()
 
   def _expect(self, expected, answer):
     if answer.strip() != expected:
       raise RuntimeError(f"the process timing {self.replicas} CPU replica(s) failed (its "
                          f"error is above); it answered {answer!r}")
 
-  def build(self, num_sprites, precision):
-    """Builds and warms up the step of `num_sprites` in `precision` (a config.PRECISIONS)."""
-    self._expect("ready", self._ask(f"build {num_sprites} {precision}"))
+  def build(self, num_sprites, precision, **model_settings):
+    """Builds and warms up the step of `num_sprites` in `precision` (`training_steps`)."""
+    import json  # pylint: disable=g-import-not-at-top
+    self._expect("ready", self._ask(
+        f"build {num_sprites} {precision} {json.dumps(model_settings)}"))
 
   def rate(self):
     """Images/s of one timed repeat of the step last built."""

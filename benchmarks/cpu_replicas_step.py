@@ -2,6 +2,7 @@ r"""One CPU replica or several: the training step timed in alternation, on the s
 
   python benchmarks/cpu_replicas_step.py [--sprites 3] [--precision float32]
                                          [--replicas 1,2] [--rounds 12]
+                                         [--layers default|pytorch_reference]
 
 `train.py --num_cpu_devices=N` splits the CPU into N replicas, each op on cores // N
 threads and N ops at once (`training.make_strategy`). Thread counts are fixed when
@@ -12,8 +13,10 @@ batch 64, N = sprites + 2, one cached batch) and warms it up. Then it asks the w
 turn to time 10 steps, `--rounds` times, one worker running at a time, so that every
 replica count sees the same machine; a VM whose speed drifts by 10-20% within minutes (this
 project's) would otherwise decide the comparison. It prints each round, then the median
-images/s of each count and its ratio to the first. A measuring tool only; the test suite
-does not run this.
+images/s of each count and its ratio to the first. `--layers=pytorch_reference` times the
+model that `benchmarks/pytorch_reference.py` writes in PyTorch (the 4x4 grid with top-N
+selection and max pooling, the defaults when issue 8 was filed) instead of today's
+defaults. A measuring tool only; the test suite does not run this.
 """
 
 import argparse
@@ -25,6 +28,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import benchmark  # pylint: disable=g-import-not-at-top,wrong-import-position  (sets oneDNN on)
 
+# The model settings (`config.ModelConfig` fields) of each --layers.
+LAYERS = {"default": {},
+          "pytorch_reference": dict(num_pooling=4, suppression_radius=0, aggregation="max")}
+
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -33,6 +40,7 @@ def main():
   parser.add_argument("--replicas", default="1,2",
                       help="comma-separated replica counts; the first is the reference")
   parser.add_argument("--rounds", type=int, default=12)
+  parser.add_argument("--layers", default="default", choices=sorted(LAYERS))
   args = parser.parse_args()
   try:
     counts = [int(count) for count in args.replicas.split(",")]
@@ -46,7 +54,7 @@ def main():
   print(machine.describe({**machine.cpu_facts(), **machine.tensorflow_facts()}), flush=True)
   workers = [benchmark.ReplicaWorker(count, quick=False) for count in counts]
   for worker in workers:  # One at a time: each warm-up on a quiet machine.
-    worker.build(args.sprites, args.precision)
+    worker.build(args.sprites, args.precision, **LAYERS[args.layers])
   rates = {count: [] for count in counts}
   for round_index in range(args.rounds):
     for worker in workers:
@@ -58,7 +66,8 @@ def main():
   reference = statistics.median(rates[counts[0]])
   for count in counts:
     median = statistics.median(rates[count])
-    print(f"{args.sprites} sprites, {args.precision}, {count} CPU replica(s): median "
+    print(f"{args.sprites} sprites, {args.precision}, {args.layers} layers, {count} CPU "
+          f"replica(s): median "
           f"{median:.1f} img/s, {median / reference:.2f}x {counts[0]} replica(s)")
 
 

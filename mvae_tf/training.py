@@ -60,7 +60,7 @@ def make_strategy(devices=None, num_cpu_devices=1):
   """MirroredStrategy over `devices`, else all GPUs, else the CPU.
 
   Without GPUs the CPU is one replica, or `num_cpu_devices` logical devices, each with its
-  share of the cores (`cpu_threads`): on 2 cores, 2 replicas train 10-13% faster than one
+  share of the cores (`cpu_threads`): on 2 cores, 2 replicas train 7-13% faster than one
   (README, "Throughput"). Splitting the CPU must happen before TF initialises; thread counts
   the program has already set are kept.
   """
