@@ -67,8 +67,8 @@ def main():
   for count in counts:
     median = statistics.median(rates[count])
     print(f"{args.sprites} sprites, {args.precision}, {args.layers} layers, {count} CPU "
-          f"replica(s): median "
-          f"{median:.1f} img/s, {median / reference:.2f}x {counts[0]} replica(s)")
+          f"replica(s): median {median:.1f} img/s, {median / reference:.2f}x {counts[0]} "
+          "replica(s)")
 
 
 if __name__ == "__main__":
