@@ -182,10 +182,13 @@ class ReplicaWorker:
     self._process.stdin.flush()
     return self._answer()
 
+  def _failed(self, answer):
+    return RuntimeError(f"the process timing {self.replicas} CPU replica(s) failed (its "
+                        f"error is above); it answered {answer!r}")
+
   def _expect(self, expected, answer):
     if answer.strip() != expected:
-      raise RuntimeError(f"the process timing {self.replicas} CPU replica(s) failed (its "
-                         f"error is above); it answered {answer!r}")
+      raise self._failed(answer)
 
   def build(self, num_sprites, precision, **model_settings):
     """Builds and warms up the step of `num_sprites` in `precision` (`training_steps`)."""
@@ -199,7 +202,7 @@ class ReplicaWorker:
     try:
       return float(answer)
     except ValueError:
-      self._expect("a rate", answer)
+      raise self._failed(answer) from None
 
   def close(self):
     self._process.stdin.close()
