@@ -67,7 +67,7 @@ class Sizes:
     self.serving_batch = 8 if quick else 256
 
 
-def _rate(fn, work):
+def throughput(fn, work):
   """`work / seconds` of one call of `fn`."""
   start = time.perf_counter()
   fn()
@@ -79,7 +79,7 @@ def _median_rate(fn, work, repeats, warmup):
   import numpy as np  # pylint: disable=g-import-not-at-top
   for _ in range(warmup):
     fn()
-  return float(np.median([_rate(fn, work) for _ in range(repeats)]))
+  return float(np.median([throughput(fn, work) for _ in range(repeats)]))
 
 
 def matmul_gflops(dtype, size, repeats):
@@ -91,12 +91,13 @@ def matmul_gflops(dtype, size, repeats):
 
 
 def training_steps(num_sprites, precision, sizes, check_finite=True, jit_compile=False,
-                   strategy=None, **model_settings):
+                   strategy=None, native_kernels=True, **model_settings):
   """A function that runs `sizes.steps` full training steps on one cached batch.
 
   `jit_compile` compiles each replica's forward and backward pass with XLA (Adam's update
   and the all-reduce stay outside); `benchmarks/xla_step.py` uses it to measure XLA.
   `strategy` defaults to `training.make_strategy()` (one replica on a CPU).
+  `native_kernels` is `training.Trainer`'s (`benchmarks/native_step.py` compares).
   `model_settings` are `config.ModelConfig` fields other than the defaults (such as
   `num_pooling`; `benchmarks/grid_step.py` times grids with them).
   """
@@ -106,7 +107,9 @@ def training_steps(num_sprites, precision, sizes, check_finite=True, jit_compile
   train_config = config.TrainConfig(num_sprites=num_sprites, batch_size=sizes.batch,
                                     precision=precision)
   trainer = training.Trainer(model_config, train_config, strategy or training.make_strategy(),
-                             check_finite=check_finite)
+                             check_finite=check_finite, native_kernels=native_kernels)
+  if trainer.native_kernel_error:
+    print(f"native kernels: {trainer.native_kernel_error}", file=sys.stderr)
   if jit_compile:
     trainer._replica_gradients = tf.function(  # pylint: disable=protected-access
         trainer._replica_gradients, jit_compile=True)  # pylint: disable=protected-access
@@ -155,7 +158,7 @@ def replica_worker(replicas, quick):
         steps()
       answer("ready")
     else:
-      answer(_rate(steps, sizes.steps * sizes.batch))
+      answer(throughput(steps, sizes.steps * sizes.batch))
 
 
 class ReplicaWorker:
@@ -334,7 +337,7 @@ def run(sizes, sprite_counts, log):
       # The split CPU's repeats alternate with these, so both see the same machine.
       rates, split_rates = [], []
       for _ in range(sizes.repeats):
-        rates.append(_rate(steps, sizes.steps * sizes.batch))
+        rates.append(throughput(steps, sizes.steps * sizes.batch))
         if split:
           split_rates.append(split.rate())
       rate = float(np.median(rates))

@@ -126,6 +126,11 @@ flags.DEFINE_enum("precision", _TRAIN_DEFAULTS.precision, config_lib.PRECISIONS,
                   "float32, or mixed_bfloat16 to compute the encoder and decoder in "
                   "bfloat16 (fast only on CPUs with avx512_bf16/amx_bf16, or GPUs). May "
                   "change when a run resumes.")
+flags.DEFINE_boolean("native_kernels", True,
+                     "--precision=mixed_bfloat16 on CPUs: differentiate the ELU with a "
+                     "kernel compiled for this CPU on first use (C++ compiler needed; "
+                     "cached in ~/.cache/mvae_tf), the same function as TF's and faster "
+                     "(README, \"Throughput\"). --nonative_kernels uses TF's.")
 flags.DEFINE_enum("strategy", "mirrored", ["mirrored", "multi_worker"],
                   "mirrored: MirroredStrategy on this machine's GPUs (or its CPU). "
                   "multi_worker: MultiWorkerMirroredStrategy over the cluster in TF_CONFIG "
@@ -267,7 +272,7 @@ def main(argv):
     training.check_replicas(train_config, strategy)
     training.train(model_config, train_config, FLAGS.model_dir, strategy, loop_options(),
                    log=lambda line: print(line, flush=True), restore_from=FLAGS.restore_from,
-                   init_from=FLAGS.init_from)
+                   init_from=FLAGS.init_from, native_kernels=FLAGS.native_kernels)
   except config_lib.ConfigError as e:
     _fail(e, 2)
   except (training.TrainingDiverged, training.CheckpointWriteError,

@@ -5,7 +5,8 @@ r"""The ELU's gradient in bf16: TF's `EluGrad` against other ways to write it, o
 In mixed precision `EluGrad` is the largest cost that bf16 makes slower than fp32 (TF runs
 it in Eigen, which converts bf16 element by element; README, "Throughput"). For each of
 three tensors of the step's sizes (the encoder's first conv, h's 64x64 conv, g's last conv
-over B*N objects), this times TF's op and five equal forms of dL/dx = g where y > 0 and
+over B*N objects), this times TF's op, the kernel `mvae_tf.native_ops` compiles for this CPU
+(which the training step uses) and five equal forms of dL/dx = g where y > 0 and
 g * (y + 1) elsewhere (y = elu(x)), alternated `--repeats` times, each the median ms of
 `--iterations` calls; a form that differs from `EluGrad` by more than bf16's rounding is
 reported. A measuring tool only; the test suite does not run it.
@@ -13,12 +14,16 @@ reported. A measuring tool only; the test suite does not run it.
 
 import argparse
 import os
+import sys
 import time
 
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 import tensorflow as tf  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from mvae_tf import native_ops  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 SHAPES = {"encoder conv1 [64, 64, 64, 32]": [64, 64, 64, 32],
           "h conv2 [64, 64, 64, 16]": [64, 64, 64, 16],
@@ -35,6 +40,7 @@ def forms():
       "where": lambda g, y: tf.where(y > 0, g, g * (y + 1)),
       "g+g*min(y,0)": lambda g, y: g + g * tf.minimum(y, 0),
       "g-g*relu(-y)": lambda g, y: g - g * tf.nn.relu(-y),
+      "compiled kernel": native_ops.load_elu_grad(),
   }
 
 

@@ -33,6 +33,7 @@ the encoder anchors p at the candidate's cell centre (`encoder.anchor_positions`
 import keras
 import tensorflow as tf
 
+from mvae_tf import activations
 from mvae_tf import translation
 from mvae_tf import upsampling
 
@@ -53,16 +54,16 @@ class ObjectNetwork(keras.layers.Layer):
     policy = self.dtype_policy
     # Sub-layers are attributes, not list items: tf.train.Checkpoint follows attributes
     # but not the lists Keras 3 wraps.
-    self.dense1 = keras.layers.Dense(G_DENSE_UNITS[0], activation="elu", name="dense1",
-                                     dtype=policy)
-    self.dense2 = keras.layers.Dense(G_DENSE_UNITS[1], activation="elu", name="dense2",
-                                     dtype=policy)
+    self.dense1 = keras.layers.Dense(G_DENSE_UNITS[0], activation=activations.elu,
+                                     name="dense1", dtype=policy)
+    self.dense2 = keras.layers.Dense(G_DENSE_UNITS[1], activation=activations.elu,
+                                     name="dense2", dtype=policy)
     self.reshape = keras.layers.Reshape(G_RESHAPE, name="reshape", dtype=policy)
     self.upsample = upsampling.BilinearUpsample2x(name="upsample", dtype=policy)
     self.conv1 = keras.layers.Conv2D(width * G_FILTERS[0], 3, padding="same",
-                                     activation="elu", name="conv1", dtype=policy)
+                                     activation=activations.elu, name="conv1", dtype=policy)
     self.conv2 = keras.layers.Conv2D(width * G_FILTERS[1], 3, padding="same",
-                                     activation="elu", name="conv2", dtype=policy)
+                                     activation=activations.elu, name="conv2", dtype=policy)
 
   @property
   def dense(self):
@@ -175,10 +176,10 @@ class Renderer(keras.layers.Layer):
     super().__init__(**kwargs)
     policy = self.dtype_policy
     self.conv1 = keras.layers.Conv2D(width * H_FILTERS[0], 3, padding="same",
-                                     activation="elu", name="conv1", dtype=policy)
+                                     activation=activations.elu, name="conv1", dtype=policy)
     self.upsample = upsampling.BilinearUpsample2x(name="upsample", dtype=policy)
     self.conv2 = keras.layers.Conv2D(width * H_FILTERS[1], 3, padding="same",
-                                     activation="elu", name="conv2", dtype=policy)
+                                     activation=activations.elu, name="conv2", dtype=policy)
     self.logits = keras.layers.Conv2D(3, 3, padding="same", name="conv3", dtype=policy)
 
   def build(self, input_shape):

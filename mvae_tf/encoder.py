@@ -23,6 +23,7 @@ import keras
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from mvae_tf import activations
 from mvae_tf.config import HEAD_KERNEL
 
 tfd = tfp.distributions
@@ -134,16 +135,17 @@ class CandidateEncoder(keras.layers.Layer):
     # but not the lists Keras 3 wraps.
     trunk = []
     for i, filters in enumerate(TRUNK_FILTERS):
-      trunk.append(keras.layers.Conv2D(filters, 3, padding="same", activation="elu",
-                                       name=f"conv{i + 1}", dtype=policy))
+      trunk.append(keras.layers.Conv2D(filters, 3, padding="same",
+                                       activation=activations.elu, name=f"conv{i + 1}",
+                                       dtype=policy))
       if i < num_pooling:
         trunk.append(keras.layers.MaxPooling2D(2, name=f"pool{i + 1}", dtype=policy))
     for layer in trunk:
       setattr(self, layer.name, layer)
     self._trunk_names = tuple(layer.name for layer in trunk)
     self.add_coords = AddCoords(name="add_coords", dtype=policy)
-    self.head = keras.layers.Conv2D(HEAD_FILTERS, head_kernel, padding="same", activation="elu",
-                                    name="conv5", dtype=policy)
+    self.head = keras.layers.Conv2D(HEAD_FILTERS, head_kernel, padding="same",
+                                    activation=activations.elu, name="conv5", dtype=policy)
     self.params = keras.layers.Conv2D(2 * latent_dim, 1, name="conv6", dtype=policy)
 
   @property

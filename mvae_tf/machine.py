@@ -47,6 +47,15 @@ def cpu_facts(path="/proc/cpuinfo"):
           **{flag: flag in fields.get("flags", set()) for flag in CPU_FLAGS}}
 
 
+def cpu_identity(path="/proc/cpuinfo"):
+  """One string that differs between CPUs that may not run each other's -march=native code:
+  the model's name and numbers and every flag the kernel lists."""
+  fields = _cpuinfo(path)
+  numbers = [fields.get(key, "") for key in ("vendor_id", "cpu family", "model", "stepping")]
+  return "|".join([fields.get("model name") or platform.processor() or platform.machine(),
+                   *numbers, " ".join(sorted(fields.get("flags", set())))])
+
+
 def cpu_has_bfloat16_units(path="/proc/cpuinfo"):
   """Whether the CPU computes in bfloat16 natively (AVX512_BF16 or AMX-BF16)."""
   facts = cpu_facts(path)

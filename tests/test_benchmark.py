@@ -71,6 +71,7 @@ def test_quick_benchmark_writes_every_key(tmp_path):
      "--json '/no/such/dir/b.json': its directory does not exist"),
     ("benchmarks/grid_step.py", "--rounds=0", "--sprites and --rounds must be >= 1"),
     ("benchmarks/xla_step.py", "--rounds=0", "--sprites and --rounds must be >= 1"),
+    ("benchmarks/native_step.py", "--sprites=0", "--sprites and --rounds must be >= 1"),
     ("benchmarks/cpu_replicas_step.py", "--rounds=0", "--sprites and --rounds must be >= 1"),
     ("benchmarks/cpu_replicas_step.py", "--replicas=1,0",
      "--replicas must be distinct counts >= 1; received '1,0'"),

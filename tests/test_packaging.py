@@ -35,3 +35,12 @@ def test_classifiers_list_the_same_pythons():
 def test_this_python_is_admitted():
   admitted = SpecifierSet(_setup_cfg()["options"]["python_requires"])
   assert f"{sys.version_info.major}.{sys.version_info.minor}.0" in admitted
+
+
+def test_the_kernel_sources_are_package_data():
+  """`native_ops` compiles them where mvae_tf is installed: a wheel must carry them."""
+  import fnmatch  # pylint: disable=g-import-not-at-top
+  patterns = _setup_cfg()["options.package_data"]["mvae_tf"].split()
+  kernels = os.listdir(os.path.join(ROOT, "mvae_tf", "kernels"))
+  assert kernels and all(any(fnmatch.fnmatch(f"kernels/{name}", pattern) for pattern in patterns)
+                         for name in kernels)

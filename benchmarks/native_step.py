@@ -1,0 +1,58 @@
+r"""The bf16 training step with TF's `EluGrad` and with the compiled kernel, in alternation.
+
+  python benchmarks/native_step.py [--sprites 3] [--precision mixed_bfloat16] [--rounds 12]
+
+Builds the full training step (forward, backward, Adam) twice, exactly as `benchmark.py`
+times it (`benchmark.training_steps`: the default model, batch 64, N = sprites + 2, one
+cached batch): with the ELU differentiated by TF's `EluGrad`, and by the kernel
+`mvae_tf.native_ops` compiles for this CPU (`train.py --native_kernels`, the default).
+After warm-up it times 10 steps of each in turn, `--rounds` times, so that both see the
+same machine (this project's VM drifts by 10-20% within minutes), and prints each round,
+the medians, their ratio and the rounds the kernel won. The two compute the same function
+bit for bit (tests/test_activations.py). In float32 both run TF's kernel, a control. A
+measuring tool only; the test suite does not run it.
+"""
+
+import argparse
+import os
+import statistics
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import benchmark  # pylint: disable=g-import-not-at-top,wrong-import-position  (sets oneDNN on)
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--sprites", type=int, default=3)
+  parser.add_argument("--precision", default="mixed_bfloat16",
+                      choices=["float32", "mixed_bfloat16"])
+  parser.add_argument("--rounds", type=int, default=12)
+  args = parser.parse_args()
+  if args.sprites < 1 or args.rounds < 1:
+    parser.error("--sprites and --rounds must be >= 1")
+  from mvae_tf import machine  # pylint: disable=g-import-not-at-top
+  print(machine.describe({**machine.cpu_facts(), **machine.tensorflow_facts()}), flush=True)
+  sizes = benchmark.Sizes(quick=False)
+  variants = {"TF's EluGrad": False, "compiled kernel": True}
+  steps = {name: benchmark.training_steps(args.sprites, args.precision, sizes,
+                                          native_kernels=native)
+           for name, native in variants.items()}
+  rates = {name: [] for name in variants}
+  for _ in range(sizes.warmup):
+    for step in steps.values():
+      step()
+  for round_index in range(args.rounds):
+    for name, step in steps.items():
+      rates[name].append(benchmark.throughput(step, sizes.steps * sizes.batch))
+    print(f"round {round_index + 1}: " + ", ".join(
+        f"{name} {rates[name][-1]:.1f}" for name in variants) + " img/s", flush=True)
+  tf_rate, ours = (statistics.median(rates[name]) for name in variants)
+  won = sum(a < b for a, b in zip(*rates.values()))
+  print(f"{args.sprites} sprites, {args.precision}: TF's EluGrad {tf_rate:.1f} img/s, compiled "
+        f"kernel {ours:.1f} img/s ({ours / tf_rate:.3f}x; won {won} of {args.rounds} rounds)")
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,117 @@
+"""The compiled bf16 ELU gradient: TF's `EluGrad` bit for bit, built once, clear failures."""
+
+import os
+import re
+import shutil
+import stat
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from mvae_tf import native_ops
+
+needs_compiler = pytest.mark.skipif(shutil.which("c++") is None,
+                                    reason="no C++ compiler `c++` on PATH")
+
+
+def _bits(tensor):
+  """A bfloat16 tensor's 16-bit words."""
+  return tf.bitcast(tensor, tf.uint16).numpy()
+
+
+def _special_values():
+  """Every class of bfloat16 an ELU's output and its upstream gradient can hold."""
+  tiny = np.float32(2.0 ** -130)  # Subnormal in bf16 (its exponent is float32's).
+  return np.array([0.0, -0.0, 1.0, -1.0, -0.99, -1e-3, -tiny, tiny, 3e38, -3e38, 1e-30,
+                   np.inf, -np.inf, np.nan, 0.5, -0.5, 7.0, -7.0], np.float32)
+
+
+@needs_compiler
+def test_the_compiled_elu_gradient_is_tfs_bit_for_bit():
+  kernel = native_ops.load_elu_grad()
+  rng = np.random.RandomState(0)
+  special = _special_values()
+  # Every pair of special values (g, y), then a tensor large enough to be split over threads.
+  g_pairs, y_pairs = np.meshgrid(special, special)
+  cases = [(g_pairs.reshape(3, 6, 18), y_pairs.reshape(3, 6, 18)),
+           (rng.standard_normal([5, 31, 17, 7]) * 4,
+            np.maximum(rng.standard_normal([5, 31, 17, 7]) * 2, -1.0))]
+  for g_values, y_values in cases:
+    g = tf.cast(g_values.astype(np.float32), tf.bfloat16)
+    y = tf.cast(y_values.astype(np.float32), tf.bfloat16)
+    ours, tfs = kernel(g, y), tf.raw_ops.EluGrad(gradients=g, outputs=y)
+    assert ours.dtype == tf.bfloat16 and ours.shape == g.shape
+    nan = np.isnan(tf.cast(tfs, tf.float32).numpy())
+    np.testing.assert_array_equal(np.isnan(tf.cast(ours, tf.float32).numpy()), nan)
+    np.testing.assert_array_equal(_bits(ours)[~nan], _bits(tfs)[~nan])
+  # The rounding is exercised: some y + 1 and (y + 1) * g are not bf16 numbers.
+  assert not np.array_equal(_bits(ours), _bits(g))
+
+
+@needs_compiler
+def test_the_compiled_elu_gradient_refuses_tensors_of_two_shapes():
+  kernel = native_ops.load_elu_grad()
+  with pytest.raises(tf.errors.InvalidArgumentError):
+    kernel(tf.zeros([2, 3], tf.bfloat16), tf.zeros([3, 2], tf.bfloat16))
+  with pytest.raises((TypeError, tf.errors.InvalidArgumentError)):
+    kernel(tf.zeros([2, 3]), tf.zeros([2, 3]))  # float32: TF's own kernel serves it.
+
+
+def _fake_compiler(tmp_path, fails=False):
+  """A `c++` stand-in: logs each compile to `compiles` and writes its -o file (or fails)."""
+  log = tmp_path / "compiles"
+  script = tmp_path / "fake-c++"
+  body = ('echo "error: this compiler was told to fail" >&2; exit 1' if fails else
+          'out=""; prev=""; for a in "$@"; do [ "$prev" = "-o" ] && out="$a"; prev="$a"; done\n'
+          'echo built > "$out"')
+  script.write_text('#!/bin/sh\n[ "$1" = "--version" ] && { echo "fake 1.0"; exit 0; }\n'
+                    f'echo "$@" >> "{log}"\n{body}\n')
+  script.chmod(script.stat().st_mode | stat.S_IEXEC)
+  return str(script), log
+
+
+def test_a_kernel_is_built_once_and_again_when_its_source_changes(tmp_path):
+  compiler, log = _fake_compiler(tmp_path)
+  cache = str(tmp_path / "cache")
+  source = tmp_path / "elu_grad.cc"
+  shutil.copy(native_ops.ELU_GRAD_SOURCE, source)
+  first = native_ops.build(str(source), cache, compiler)
+  assert native_ops.build(str(source), cache, compiler) == first
+  assert len(log.read_text().splitlines()) == 1
+  command = log.read_text().split()
+  assert "-march=native" in command and "-ffp-contract=off" in command
+  assert os.path.basename(first).startswith("elu_grad-") and first.endswith(".so")
+  source.write_text(source.read_text() + "\n// changed\n")
+  second = native_ops.build(str(source), cache, compiler)
+  assert second != first and len(log.read_text().splitlines()) == 2
+  assert sorted(os.listdir(cache)) == sorted(os.path.basename(p) for p in (first, second))
+
+
+def test_a_failed_build_says_what_the_compiler_said_and_leaves_nothing(tmp_path):
+  compiler, _ = _fake_compiler(tmp_path, fails=True)
+  cache = tmp_path / "cache"
+  with pytest.raises(native_ops.BuildError,
+                     match=r"failed on .*elu_grad\.cc \(exit 1\): error: this compiler was "
+                           r"told to fail"):
+    native_ops.build(native_ops.ELU_GRAD_SOURCE, str(cache), compiler)
+  assert os.listdir(cache) == []  # No partial library to be taken for a built one.
+
+
+@pytest.mark.parametrize("compiler, source, message", [
+    ("no-such-c++", native_ops.ELU_GRAD_SOURCE,
+     "no C++ compiler 'no-such-c++' on PATH"),
+    ("sh", "/no/such/kernel.cc", "cannot read the kernel source /no/such/kernel.cc"),
+])
+def test_a_build_without_a_compiler_or_source_names_what_is_missing(tmp_path, compiler,
+                                                                    source, message):
+  with pytest.raises(native_ops.BuildError, match=re.escape(message)):
+    native_ops.build(source, str(tmp_path / "cache"), compiler)
+
+
+def test_the_cache_follows_xdg_cache_home(monkeypatch, tmp_path):
+  monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+  assert native_ops.default_cache_dir() == str(tmp_path / "mvae_tf" / "kernels")
+  monkeypatch.delenv("XDG_CACHE_HOME")
+  assert native_ops.default_cache_dir() == os.path.join(
+      os.path.expanduser("~"), ".cache", "mvae_tf", "kernels")
