@@ -303,6 +303,19 @@ def serving_figures(sizes):
   return figures
 
 
+def native_kernels_note(facts):
+  """Whether the training steps timed here run the kernels compiled for this CPU, and if
+  not why (`training.Trainer`'s `native_kernels`, on by default)."""
+  from mvae_tf import native_ops  # pylint: disable=g-import-not-at-top
+  if facts["gpus"]:
+    return "not used: GPUs run TF's ops"
+  try:
+    native_ops.load()
+  except native_ops.BuildError as e:
+    return f"not used: {e}"
+  return "compiled for this CPU"
+
+
 def run(sizes, sprite_counts, log):
   """Every figure, as the nested dict that --json writes."""
   import numpy as np  # pylint: disable=g-import-not-at-top
@@ -312,7 +325,8 @@ def run(sizes, sprite_counts, log):
   bf16_hardware = bool(facts["gpus"]) or machine.cpu_has_bfloat16_units()
   precisions = FLAGS.precisions or ["float32"] + (["mixed_bfloat16"] if bf16_hardware else [])
   log(f"machine: {facts}")
-  results = {"machine": facts, "batch_size": sizes.batch, "quick": FLAGS.quick}
+  results = {"machine": facts, "batch_size": sizes.batch, "quick": FLAGS.quick,
+             "native_kernels": native_kernels_note(facts)}
 
   results["matmul_gflops"] = {"fp32": matmul_gflops(tf.float32, sizes.matmul, sizes.repeats)}
   if "mixed_bfloat16" in precisions:
@@ -383,7 +397,8 @@ def format_table(results):
       machine.describe(results["machine"]),
       "matmul: " + ", ".join(f"{k} {v:.1f} GFLOP/s"
                              for k, v in results["matmul_gflops"].items()),
-      f"training step, batch {results['batch_size']} (one cached batch; step only):",
+      f"training step, batch {results['batch_size']} (one cached batch; step only; "
+      f"kernels {results['native_kernels']}):",
       f"  {'sprites':>7} {'precision':>15} {'img/s':>9} {'GFLOP/s':>9} {'of matmul':>9} "
       f"{'GFLOP/img':>9}"]
   for sprites, by_precision in results["train"].items():

@@ -1,16 +1,16 @@
-r"""The bf16 training step with TF's `EluGrad` and with the compiled kernel, in alternation.
+r"""The training step with TF's ops and with the compiled kernels, in alternation.
 
-  python benchmarks/native_step.py [--sprites 3] [--precision mixed_bfloat16] [--rounds 12]
+  python benchmarks/native_step.py [--sprites 3] [--precision float32] [--rounds 12]
 
 Builds the full training step (forward, backward, Adam) twice, exactly as `benchmark.py`
 times it (`benchmark.training_steps`: the default model, batch 64, N = sprites + 2, one
-cached batch): with the ELU differentiated by TF's `EluGrad`, and by the kernel
-`mvae_tf.native_ops` compiles for this CPU (`train.py --native_kernels`, the default).
-After warm-up it times 10 steps of each in turn, `--rounds` times, so that both see the
-same machine (this project's VM drifts by 10-20% within minutes), and prints each round,
-the medians, their ratio and the rounds the kernel won. The two compute the same function
-bit for bit (tests/test_activations.py). In float32 both run TF's kernel, a control. A
-measuring tool only; the test suite does not run it.
+cached batch): with TF's ops only (`train.py --nonative_kernels`), and with the kernels
+`mvae_tf.native_ops` compiles for this CPU (the default: the bf16 ELU gradient and the
+bilinear upsampling both ways). After warm-up it times 10 steps of each in turn,
+`--rounds` times, so that both see the same machine (this project's VM drifts by 10-20%
+within minutes), and prints each round, the medians, their ratio and the rounds the
+kernels won. Each kernel is tested to be the same function as TF's ops
+(tests/test_native_ops.py). A measuring tool only; the test suite does not run it.
 """
 
 import argparse
@@ -26,8 +26,7 @@ import benchmark  # pylint: disable=g-import-not-at-top,wrong-import-position  (
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--sprites", type=int, default=3)
-  parser.add_argument("--precision", default="mixed_bfloat16",
-                      choices=["float32", "mixed_bfloat16"])
+  parser.add_argument("--precision", default="float32", choices=["float32", "mixed_bfloat16"])
   parser.add_argument("--rounds", type=int, default=12)
   args = parser.parse_args()
   if args.sprites < 1 or args.rounds < 1:
@@ -35,7 +34,7 @@ def main():
   from mvae_tf import machine  # pylint: disable=g-import-not-at-top
   print(machine.describe({**machine.cpu_facts(), **machine.tensorflow_facts()}), flush=True)
   sizes = benchmark.Sizes(quick=False)
-  variants = {"TF's EluGrad": False, "compiled kernel": True}
+  variants = {"TF's ops": False, "compiled kernels": True}
   steps = {name: benchmark.training_steps(args.sprites, args.precision, sizes,
                                           native_kernels=native)
            for name, native in variants.items()}
@@ -50,8 +49,8 @@ def main():
         f"{name} {rates[name][-1]:.1f}" for name in variants) + " img/s", flush=True)
   tf_rate, ours = (statistics.median(rates[name]) for name in variants)
   won = sum(a < b for a, b in zip(*rates.values()))
-  print(f"{args.sprites} sprites, {args.precision}: TF's EluGrad {tf_rate:.1f} img/s, compiled "
-        f"kernel {ours:.1f} img/s ({ours / tf_rate:.3f}x; won {won} of {args.rounds} rounds)")
+  print(f"{args.sprites} sprites, {args.precision}: TF's ops {tf_rate:.1f} img/s, compiled "
+        f"kernels {ours:.1f} img/s ({ours / tf_rate:.3f}x; won {won} of {args.rounds} rounds)")
 
 
 if __name__ == "__main__":

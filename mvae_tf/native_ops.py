@@ -1,42 +1,63 @@
 """Kernels compiled on the user's machine, for what TF's own build leaves slow.
 
 TensorFlow's wheels run their non-oneDNN ops (Eigen's) in code built for any x86-64 CPU
-with AVX. In mixed precision that code converts bfloat16 to float and back in narrow steps,
-and the ELU's gradient, `EluGrad`, which oneDNN does not cover in TF, took longer in bf16
-than in fp32: 14.6 against 6.0 ms of a 3-sprite step's op time on the AVX512_BF16 EPYC of
-README's "Throughput", and 14% of the bf16 step on the AMX Xeon. `kernels/elu_grad.cc` is
-the same function, bit for bit, compiled with `-march=native`; `activations.elu` takes it
-as its gradient in the training step (`training.Trainer`).
+with AVX, and some of the step's work takes several TF ops where one pass would do
+(README, "Throughput"). `kernels/` holds two such pieces, each the same function as TF's:
 
-Building. `build` compiles a kernel's source with the C++ compiler against the installed
-TF's headers and library (`tf.sysconfig`), about 7 s, into a cache directory
-(`default_cache_dir()`, `~/.cache/mvae_tf/kernels`, or `$XDG_CACHE_HOME/mvae_tf/kernels`).
-The file's name is a digest of everything the binary depends on: the source, TF's version
-and flags, the compiler's version and the CPU (its model and flags, since -march=native code
-may not run on another CPU), so a changed source, TF or machine builds anew and a cache
-shared between machines stays right. It writes to a temporary name and renames into place,
-so processes building at once, or one stopped half-way, leave no broken file.
+* `MvaeEluGrad` (`elu_grad.cc`), the ELU's gradient in bfloat16, bit for bit TF's
+  `EluGrad`, which oneDNN does not cover in TF and which Eigen ran slower in bf16 than in
+  fp32 (14.6 against 6.0 ms of a 3-sprite step's op time on the AVX512_BF16 EPYC). Used by
+  `activations.elu`.
+* `MvaeBilinearUpsample2x` and its gradient (`upsample.cc`), g's and h's bilinear 2x
+  upsampling and its adjoint in one pass each, in float32 or bfloat16, where TF takes a
+  resize, edge-padding copies and a depthwise convolution (fp32) or two batched matrix
+  products each way (bf16). Used by `upsampling.bilinear_upsample_2x`.
+
+Scope. `Kernels` holds the loaded ops. Within `training_kernels(kernels)` (the training
+step opens it, `training.Trainer`), `activations.elu` and `upsampling.bilinear_upsample_2x`
+trace them, through `tf.custom_gradient`; everything else, export above all, traces TF's
+ops alone, so a SavedModel needs nothing of this module. The scope is a
+`contextvars.ContextVar`, read when a function is traced: the training step opens it
+inside each replica's function, since MirroredStrategy traces replicas in threads of their
+own.
+
+Building. `build` compiles the sources with the C++ compiler against the installed TF's
+headers and library (`tf.sysconfig`), 17 s on the AMD EPYC of README's "Throughput", into
+a cache directory (`default_cache_dir()`: `~/.cache/mvae_tf/kernels`, or
+`$XDG_CACHE_HOME/mvae_tf/kernels`). The file's name is a digest of everything the binary depends on: the sources and headers,
+TF's version and flags, the compiler's version and the CPU (its model and flags, since
+-march=native code may not run on another CPU), so a changed source, TF or machine builds
+anew and a cache shared between machines stays right. It writes to a temporary name and
+renames into place, so processes building at once, or one stopped half-way, leave no
+broken file.
 
 Loading. TF registers a library's ops for the whole process, and a second library of the
-same op would register nothing, so `load_elu_grad` loads once per process and returns
-the same op after (the one piece of state this module keeps, mirroring TF's registry).
+same ops would register nothing, so `load` loads once per process and returns the same
+`Kernels` after (the one piece of state this module keeps beside the scope, mirroring TF's
+registry).
 """
 
+import contextlib
+import contextvars
+import dataclasses
+import glob
 import hashlib
 import os
 import shutil
 import subprocess
 import tempfile
+from typing import Callable
 
 from mvae_tf import machine
 
 KERNELS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels")
-ELU_GRAD_SOURCE = os.path.join(KERNELS_DIR, "elu_grad.cc")
+LIBRARY_NAME = "mvae_kernels"
 # -ffp-contract=off: no fused multiply-adds, which would round differently from TF's kernel.
 OPTIMISATION_FLAGS = ("-O3", "-march=native", "-ffp-contract=off")
 BUILD_TIMEOUT_SECS = 300
 
-_LOADED = {}  # Source path -> the loaded op library (see "Loading" above).
+_LOADED = {}  # KERNELS_DIR -> the loaded `Kernels` (see "Loading" above).
+_ACTIVE = contextvars.ContextVar("mvae_tf_training_kernels", default=None)
 
 
 class BuildError(RuntimeError):
@@ -55,13 +76,22 @@ def _compiler_version(compiler):
   return result.stdout.splitlines()[0] if result.returncode == 0 and result.stdout else ""
 
 
-def build(source, cache_dir=None, compiler="c++"):
-  """Compiles `source` into a TF op library in `cache_dir` (once); returns its path.
+def sources(kernels_dir=KERNELS_DIR):
+  """The C++ files compiled into the library, and the headers they include."""
+  return (sorted(glob.glob(os.path.join(kernels_dir, "*.cc"))),
+          sorted(glob.glob(os.path.join(kernels_dir, "*.h"))))
+
+
+def build(kernels_dir=KERNELS_DIR, cache_dir=None, compiler="c++"):
+  """Compiles the kernels of `kernels_dir` into one TF op library in `cache_dir` (once).
 
   Args:
-    source: a C++ file of `kernels/`.
+    kernels_dir: a directory of C++ sources (`*.cc`, compiled) and headers (`*.h`).
     cache_dir: where built libraries are kept (None: `default_cache_dir()`).
     compiler: the C++ compiler, a name on PATH or a path.
+
+  Returns:
+    The library's path.
 
   Raises:
     BuildError: naming what is missing or what the compiler said.
@@ -70,20 +100,19 @@ def build(source, cache_dir=None, compiler="c++"):
   path = shutil.which(compiler)
   if path is None:
     raise BuildError(f"no C++ compiler {compiler!r} on PATH (Debian: apt-get install g++)")
-  try:
-    with open(source, "rb") as f:
-      code = f.read()
-  except OSError as e:
-    raise BuildError(f"cannot read the kernel source {source}: {e}") from None
+  compiled, headers = sources(kernels_dir)
+  if not compiled:
+    raise BuildError(f"no kernel sources (*.cc) in {kernels_dir}")
   compile_flags, link_flags = tf.sysconfig.get_compile_flags(), tf.sysconfig.get_link_flags()
-  cpu = machine.cpu_identity()
   digest = hashlib.sha256()
-  for part in (code, tf.__version__, *compile_flags, *link_flags, *OPTIMISATION_FLAGS,
-               path, _compiler_version(path), cpu):
-    digest.update(part if isinstance(part, bytes) else part.encode())
-  name = os.path.splitext(os.path.basename(source))[0]
+  for name in compiled + headers:
+    with open(name, "rb") as f:
+      digest.update(os.path.basename(name).encode() + b"\0" + f.read())
+  for part in (tf.__version__, *compile_flags, *link_flags, *OPTIMISATION_FLAGS, path,
+               _compiler_version(path), machine.cpu_identity()):
+    digest.update(part.encode() + b"\0")
   cache_dir = cache_dir or default_cache_dir()
-  library = os.path.join(cache_dir, f"{name}-{digest.hexdigest()[:16]}.so")
+  library = os.path.join(cache_dir, f"{LIBRARY_NAME}-{digest.hexdigest()[:16]}.so")
   if os.path.exists(library):
     return library
   try:
@@ -92,40 +121,72 @@ def build(source, cache_dir=None, compiler="c++"):
     os.close(descriptor)
   except OSError as e:
     raise BuildError(f"cannot write to the kernel cache {cache_dir}: {e}") from None
-  command = [path, "-shared", "-fPIC", *OPTIMISATION_FLAGS, "-w", *compile_flags, source,
+  command = [path, "-shared", "-fPIC", *OPTIMISATION_FLAGS, "-w", *compile_flags, *compiled,
              "-o", partial, *link_flags]
   try:
     result = subprocess.run(command, capture_output=True, text=True,
                             timeout=BUILD_TIMEOUT_SECS, check=False)
     if result.returncode != 0:
       said = (result.stderr or result.stdout).strip().splitlines()[-5:]
-      raise BuildError(f"{compiler} failed on {source} (exit {result.returncode}): "
-                       + " | ".join(said))
+      raise BuildError(f"{compiler} failed on the kernels in {kernels_dir} (exit "
+                       f"{result.returncode}): " + " | ".join(said))
     os.replace(partial, library)
   except subprocess.TimeoutExpired:
-    raise BuildError(f"{compiler} took over {BUILD_TIMEOUT_SECS} s on {source}") from None
+    raise BuildError(f"{compiler} took over {BUILD_TIMEOUT_SECS} s on the kernels in "
+                     f"{kernels_dir}") from None
   finally:
     if os.path.exists(partial):
       os.remove(partial)
   return library
 
 
-def load_elu_grad(cache_dir=None, compiler="c++"):
-  """The compiled bf16 ELU gradient, `f(gradients, outputs) -> backprops`, built if needed.
+@dataclasses.dataclass(frozen=True)
+class Kernels:
+  """The compiled ops, on the CPU, each the same function as TF's.
 
-  The same function as `tf.raw_ops.EluGrad` on bfloat16 tensors (outputs = elu(x)), bit
-  for bit, on the CPU. Loaded once per process: later calls return the first op whatever
-  their arguments.
+  Attributes:
+    elu_grad: (gradients, outputs) -> backprops, bfloat16 only: `tf.raw_ops.EluGrad` with
+      outputs = elu(x), bit for bit.
+    upsample: [B, H, W, C] -> [B, 2H, 2W, C], float32 or bfloat16:
+      `tf.image.resize(x, [2H, 2W], "bilinear")`, to float32's rounding.
+    upsample_grad: [B, 2H, 2W, C] -> [B, H, W, C]: `upsample`'s adjoint, the gradient.
+  """
+  elu_grad: Callable
+  upsample: Callable
+  upsample_grad: Callable
+
+
+def load(cache_dir=None, compiler="c++"):
+  """The compiled kernels (`Kernels`), built if needed; loaded once per process, so later
+  calls return the first `Kernels` whatever their arguments.
 
   Raises:
-    BuildError: when it cannot be built or loaded.
+    BuildError: when they cannot be built or loaded.
   """
-  if ELU_GRAD_SOURCE not in _LOADED:
+  if KERNELS_DIR not in _LOADED:
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
-    library = build(ELU_GRAD_SOURCE, cache_dir, compiler)
+    library = build(KERNELS_DIR, cache_dir, compiler)
     try:
-      _LOADED[ELU_GRAD_SOURCE] = tf.load_op_library(library)
+      ops = tf.load_op_library(library)
     except (tf.errors.OpError, OSError) as e:
       raise BuildError(f"cannot load {library}: {e}") from None
-  op_library = _LOADED[ELU_GRAD_SOURCE]
-  return lambda gradients, outputs: op_library.mvae_elu_grad(gradients, outputs)
+    _LOADED[KERNELS_DIR] = Kernels(
+        elu_grad=lambda gradients, outputs: ops.mvae_elu_grad(gradients, outputs),
+        upsample=ops.mvae_bilinear_upsample2x,
+        upsample_grad=ops.mvae_bilinear_upsample2x_grad)
+  return _LOADED[KERNELS_DIR]
+
+
+@contextlib.contextmanager
+def training_kernels(kernels):
+  """Within: the model's layers trace `kernels` (a `Kernels`, or None for TF's ops)."""
+  token = _ACTIVE.set(kernels)
+  try:
+    yield
+  finally:
+    _ACTIVE.reset(token)
+
+
+def active():
+  """The `Kernels` of the innermost `training_kernels` scope, or None."""
+  return _ACTIVE.get()

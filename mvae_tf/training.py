@@ -26,7 +26,6 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from mvae_tf import activations
 from mvae_tf import config as config_lib
 from mvae_tf import data
 from mvae_tf import losses
@@ -220,10 +219,10 @@ class Trainer:
     check_finite: whether each step also reports `nonfinite`, the number of replicas whose
       loss or gradient norm is NaN or infinite (one reduction over the gradients; its cost
       is in the benchmark).
-    native_kernels: whether a mixed_bfloat16 step on CPUs differentiates the ELU with the
-      kernel `native_ops` compiles for this machine (the same function as TF's `EluGrad`,
-      bit for bit, and faster in bf16). When it cannot be built, the step uses TF's and
-      `native_kernel_error` says why. fp32 and GPU steps use TF's kernels whatever this is.
+    native_kernels: whether a step on CPUs runs the kernels `native_ops` compiles for
+      this machine (the same functions as TF's ops, faster) for the bf16 ELU gradient and
+      the bilinear upsampling. When they cannot be built, the step uses TF's ops and
+      `native_kernel_error` says why. GPU steps use TF's ops whatever this is.
   """
 
   def __init__(self, model_config, train_config, strategy, check_finite=True,
@@ -245,11 +244,10 @@ class Trainer:
       # distributed step fails.
       self.optimizer.build(self.model.trainable_variables)
     self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer)
-    self.elu_gradient_kernel, self.native_kernel_error = None, None
-    if (native_kernels and train_config.precision == "mixed_bfloat16"
-        and not tf.config.list_logical_devices("GPU")):
+    self.kernels, self.native_kernel_error = None, None  # `native_ops.Kernels` or None.
+    if native_kernels and not tf.config.list_logical_devices("GPU"):
       try:
-        self.elu_gradient_kernel = native_ops.load_elu_grad()
+        self.kernels = native_ops.load()
       except native_ops.BuildError as e:
         self.native_kernel_error = str(e)
     self._step = tf.function(self._distributed_step)
@@ -262,8 +260,8 @@ class Trainer:
   def _replica_gradients(self, batch):
     """One replica's gradients of its share of the global mean objective, and its *summed*
     loss terms."""
-    # Traced in each replica's thread: the scope must open here (`activations`).
-    with tf.GradientTape() as tape, activations.elu_gradient(self.elu_gradient_kernel):
+    # Traced in each replica's thread: the scope must open here (`native_ops`).
+    with tf.GradientTape() as tape, native_ops.training_kernels(self.kernels):
       outputs = self.model(batch["image"], noise=batch["noise"])
       terms = losses.negative_elbo(batch["image"], outputs["logits"], outputs["kl"])
       warmup = self._warmup()
@@ -710,7 +708,8 @@ def train(model_config, train_config, model_dir, strategy=None, options=LoopOpti
   try:
     trainer = Trainer(model_config, train_config, strategy, native_kernels=native_kernels)
     if trainer.native_kernel_error:
-      log(f"The bf16 ELU gradient runs TF's slower kernel: {trainer.native_kernel_error}")
+      log(f"The kernels compiled for this CPU are not used, so each step runs TF's slower "
+          f"ops: {trainer.native_kernel_error}")
     checkpoints = _CheckpointWriter(trainer, model_dir, model_config, train_config, options,
                                     chief)
     return _train_loop(trainer, checkpoints, options, log, dataset_transform, restore_from,
@@ -803,7 +802,7 @@ def _train_loop(trainer, checkpoints, options, log, dataset_transform, restore_f
   log(f"Training {model_config.model} on {strategy.num_replicas_in_sync} replica(s)"
       f"{_cpu_threads_note(strategy)} from step {start_step} to {total}: global batch "
       f"{train_config.batch_size}, {train_config.precision}"
-      f"{' (ELU gradient compiled for this CPU)' if trainer.elu_gradient_kernel else ''}.")
+      f"{', kernels compiled for this CPU' if trainer.kernels else ''}.")
   step = start_step
   since_summary, since_log = [], []  # Each step's metrics since the last summary / log.
   last_log = last_ckpt = time.time()

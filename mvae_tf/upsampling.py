@@ -13,6 +13,10 @@ the products trained no faster and decoded a single image slower):
 * bfloat16 (mixed precision): two products with constant interpolation matrices, which
   oneDNN runs in bf16 forward and backward, with no float32 round trip.
 
+In the training step on a CPU (within `native_ops.training_kernels`), both dtypes take the
+compiled `MvaeBilinearUpsample2x` and its gradient instead, one pass over memory each way
+(`kernels/upsample.cc`); exports and everything else keep the TF ops above.
+
 The interpolation. With half-pixel centres (TF's default), output row o samples the input
 at s = o / 2 - 1/4, and input rows outside [0, n) clamp to the edge. Along one axis, with
 x[-1] := x[0] and x[n] := x[n - 1],
@@ -42,6 +46,8 @@ tests/test_upsampling.py.
 import keras
 import numpy as np
 import tensorflow as tf
+
+from mvae_tf import native_ops
 
 _TAPS = np.array([0.25, 0.75, 0.75, 0.25], np.float32)
 
@@ -100,16 +106,30 @@ def _matrix_products(features):
 def bilinear_upsample_2x(features):
   """[B, H, W, C] -> [B, 2H, 2W, C]: `tf.image.resize` bilinear, in the input's dtype.
 
-  float32 takes the resize path, any other dtype the matrix products (module docstring).
+  float32 takes the resize path, any other dtype the matrix products, and both the compiled
+  kernels within `native_ops.training_kernels` (module docstring).
   H, W and C must be static (they are in every layer of the MVAE); B may be dynamic.
   """
   shape = features.shape
   if shape.rank != 4 or None in shape[1:]:
     raise ValueError("Expected features of shape [batch, height, width, channels] with a "
                      f"static height, width and channels. Received: {shape}")
+  kernels = native_ops.active()
+  if kernels is not None:
+    return _compiled(features, kernels)
   if features.dtype == tf.float32:
     return _resize_with_fast_gradient(features)
   return _matrix_products(features)
+
+
+def _compiled(features, kernels):
+  """The training path: the compiled resize and adjoint (`native_ops.Kernels`)."""
+
+  @tf.custom_gradient
+  def upsample(x):
+    return kernels.upsample(x), kernels.upsample_grad  # [B, 2H, 2W, C]; dy -> [B, H, W, C]
+
+  return upsample(features)
 
 
 class BilinearUpsample2x(keras.layers.Layer):

@@ -1,4 +1,4 @@
-"""`activations.elu`: TF's ELU, its bf16 gradient from the compiled kernel only in training."""
+"""`activations.elu` and the training step with the compiled kernels: TF's functions."""
 
 import shutil
 
@@ -14,13 +14,13 @@ needs_compiler = pytest.mark.skipif(shutil.which("c++") is None,
 MODEL = config.ModelConfig("mvae", num_objects=3, latent_dim=5, num_pooling=3)
 
 
-def _gradient_graph_ops(dtype, kernel):
-  """The op types of elu's forward and gradient, traced with `kernel` in scope."""
+def _gradient_graph_ops(dtype, kernels):
+  """The op types of elu's forward and gradient, traced with `kernels` in scope."""
   x = tf.cast(tf.linspace(-3.0, 3.0, 24), dtype)
 
   @tf.function
   def value_and_gradient(x):
-    with tf.GradientTape() as tape, activations.elu_gradient(kernel):
+    with tf.GradientTape() as tape, native_ops.training_kernels(kernels):
       tape.watch(x)
       y = activations.elu(x)
     return y, tape.gradient(y, x, output_gradients=tf.cast(tf.range(24.0), dtype))
@@ -35,8 +35,7 @@ def _gradient_graph_ops(dtype, kernel):
 
 @needs_compiler
 def test_in_scope_bf16_elu_differentiates_with_the_kernel_exactly_as_tf():
-  kernel = native_ops.load_elu_grad()
-  ops, y, dx = _gradient_graph_ops(tf.bfloat16, kernel)
+  ops, y, dx = _gradient_graph_ops(tf.bfloat16, native_ops.load())
   plain_ops, plain_y, plain_dx = _gradient_graph_ops(tf.bfloat16, None)
   assert "MvaeEluGrad" in ops and "EluGrad" not in ops
   assert "EluGrad" in plain_ops and "MvaeEluGrad" not in plain_ops
@@ -47,46 +46,50 @@ def test_in_scope_bf16_elu_differentiates_with_the_kernel_exactly_as_tf():
 
 def test_float32_elu_keeps_tfs_gradient_in_scope():
   calls = []
-  ops, y, _ = _gradient_graph_ops(tf.float32, lambda dy, y: calls.append(1) or dy)
+  kernels = native_ops.Kernels(elu_grad=lambda dy, y: calls.append(1) or dy,
+                               upsample=None, upsample_grad=None)
+  ops, y, _ = _gradient_graph_ops(tf.float32, kernels)
   assert "EluGrad" in ops and not calls
   np.testing.assert_array_equal(y, tf.nn.elu(tf.linspace(-3.0, 3.0, 24)))
 
 
-def _train(precision, native_kernels, steps=3):
-  train_config = config.TrainConfig(num_sprites=2, batch_size=6, train_steps=steps, seed=4,
+def _gradients(precision, native_kernels):
+  """The first step's global gradients from seed 4, and the trainer."""
+  train_config = config.TrainConfig(num_sprites=2, batch_size=6, train_steps=3, seed=4,
                                     precision=precision)
   trainer = training.Trainer(MODEL, train_config, _strategy("/cpu:0"),
                              native_kernels=native_kernels)
-  iterator = iter(trainer.distribute(training.training_dataset(MODEL, train_config)))
-  losses = [float(trainer.train_step(next(iterator))["loss"]) for _ in range(steps)]
-  return trainer, losses, [v.numpy() for v in trainer.model.trainable_variables]
+  batch = next(iter(trainer.distribute(training.training_dataset(MODEL, train_config))))
+  return trainer, [g.numpy() for g in trainer.global_gradients(batch)]
 
 
+# Each variable's gradient, ||ours - TF's|| / ||TF's||. In float32 the kernels compute the
+# upsampling in another order than TF's resize (measured at most 6.6e-7 over the model's
+# variables). In bf16 the ELU gradient is bit for bit TF's but the upsampling rounds once
+# where the matrix products round twice, which moves activations by bf16 steps (2^-8):
+# measured at most 0.6%.
 @needs_compiler
-def test_the_bf16_step_with_the_compiled_kernel_trains_exactly_as_with_tfs():
-  native, native_losses, native_weights = _train("mixed_bfloat16", True)
-  plain, plain_losses, plain_weights = _train("mixed_bfloat16", False)
-  assert native.elu_gradient_kernel is not None and native.native_kernel_error is None
-  assert plain.elu_gradient_kernel is None
-  assert native_losses == plain_losses
-  for ours, tfs in zip(native_weights, plain_weights):
-    np.testing.assert_array_equal(ours, tfs)
+@pytest.mark.parametrize("precision, tolerance", [("float32", 1e-5),
+                                                  ("mixed_bfloat16", 0.03)])
+def test_the_step_with_the_compiled_kernels_has_tfs_gradients(precision, tolerance):
+  native, ours = _gradients(precision, True)
+  plain, tfs = _gradients(precision, False)
+  assert native.kernels is not None and native.native_kernel_error is None
+  assert plain.kernels is None
+  for name, (a, b) in zip([v.path for v in native.model.trainable_variables], zip(ours, tfs)):
+    assert np.linalg.norm(a - b) <= tolerance * np.linalg.norm(b), name
 
 
-def test_float32_training_builds_no_kernel(monkeypatch):
-  monkeypatch.setattr(native_ops, "load_elu_grad", lambda: pytest.fail("built a kernel"))
-  trainer, _, _ = _train("float32", True, steps=1)
-  assert trainer.elu_gradient_kernel is None and trainer.native_kernel_error is None
-
-
-def test_a_kernel_that_cannot_be_built_leaves_tfs_and_one_log_line(monkeypatch, tmp_path):
+def test_kernels_that_cannot_be_built_leave_tfs_ops_and_one_log_line(monkeypatch, tmp_path):
   def fail():
     raise native_ops.BuildError("no C++ compiler 'c++' on PATH")
-  monkeypatch.setattr(native_ops, "load_elu_grad", fail)
+  monkeypatch.setattr(native_ops, "load", fail)
   lines = []
   settings = dict(num_sprites=2, batch_size=4, seed=5, train_steps=1,
                   precision="mixed_bfloat16")
-  assert training.train(MODEL, config.TrainConfig(**settings), str(tmp_path), _strategy("/cpu:0"),
-                        training.LoopOptions(log_every_secs=1e9), log=lines.append) == 1
-  assert [line for line in lines if "ELU" in line] == [
-      "The bf16 ELU gradient runs TF's slower kernel: no C++ compiler 'c++' on PATH"]
+  assert training.train(MODEL, config.TrainConfig(**settings), str(tmp_path),
+                        _strategy("/cpu:0"), training.LoopOptions(log_every_secs=1e9),
+                        log=lines.append) == 1
+  assert [line for line in lines if "kernels" in line] == [
+      "The kernels compiled for this CPU are not used, so each step runs TF's slower ops: "
+      "no C++ compiler 'c++' on PATH"]

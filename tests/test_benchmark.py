@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -58,6 +59,9 @@ def test_quick_benchmark_writes_every_key(tmp_path):
     assert figures["serving"][name]["p99_ms"] >= figures["serving"][name]["p50_ms"]
   assert _positive(figures["peak_rss_mb"])
   assert "training step" in result.stdout and "of matmul" in result.stdout
+  if shutil.which("c++"):
+    assert figures["native_kernels"] == "compiled for this CPU"
+    assert "kernels compiled for this CPU" in result.stdout
   assert "on 2 CPU replicas (train.py --num_cpu_devices=2)" in result.stdout
 
 

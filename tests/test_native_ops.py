@@ -1,4 +1,6 @@
-"""The compiled bf16 ELU gradient: TF's `EluGrad` bit for bit, built once, clear failures."""
+"""The compiled kernels: TF's ops (EluGrad bit for bit), built once, clear failures.
+
+The upsampling kernels' equivalence with TF's resize is in tests/test_upsampling.py."""
 
 import os
 import re
@@ -29,7 +31,7 @@ def _special_values():
 
 @needs_compiler
 def test_the_compiled_elu_gradient_is_tfs_bit_for_bit():
-  kernel = native_ops.load_elu_grad()
+  kernel = native_ops.load().elu_grad
   rng = np.random.RandomState(0)
   special = _special_values()
   # Every pair of special values (g, y), then a tensor large enough to be split over threads.
@@ -51,7 +53,7 @@ def test_the_compiled_elu_gradient_is_tfs_bit_for_bit():
 
 @needs_compiler
 def test_the_compiled_elu_gradient_refuses_tensors_of_two_shapes():
-  kernel = native_ops.load_elu_grad()
+  kernel = native_ops.load().elu_grad
   with pytest.raises(tf.errors.InvalidArgumentError):
     kernel(tf.zeros([2, 3], tf.bfloat16), tf.zeros([3, 2], tf.bfloat16))
   with pytest.raises((TypeError, tf.errors.InvalidArgumentError)):
@@ -71,42 +73,62 @@ def _fake_compiler(tmp_path, fails=False):
   return str(script), log
 
 
-def test_a_kernel_is_built_once_and_again_when_its_source_changes(tmp_path):
+@needs_compiler
+def test_the_compiled_upsampling_refuses_shapes_it_cannot_take():
+  kernels = native_ops.load()
+  with pytest.raises(tf.errors.InvalidArgumentError,
+                     match=re.escape("expected features [batch, height, width, channels]; "
+                                     "received shape [2,3,4]")):
+    kernels.upsample(tf.zeros([2, 3, 4]))
+  with pytest.raises(tf.errors.InvalidArgumentError,  # An odd height is no 2x upsampling.
+                     match=re.escape("expected gradients [batch, 2 * height, 2 * width, "
+                                     "channels]; received shape [1,5,4,2]")):
+    kernels.upsample_grad(tf.zeros([1, 5, 4, 2]))
+
+
+def _kernels_copy(tmp_path):
+  kernels = tmp_path / "kernels"
+  shutil.copytree(native_ops.KERNELS_DIR, kernels)
+  return kernels
+
+
+def test_the_kernels_are_built_once_and_again_when_a_source_or_header_changes(tmp_path):
   compiler, log = _fake_compiler(tmp_path)
-  cache = str(tmp_path / "cache")
-  source = tmp_path / "elu_grad.cc"
-  shutil.copy(native_ops.ELU_GRAD_SOURCE, source)
-  first = native_ops.build(str(source), cache, compiler)
-  assert native_ops.build(str(source), cache, compiler) == first
+  cache, kernels = str(tmp_path / "cache"), _kernels_copy(tmp_path)
+  first = native_ops.build(str(kernels), cache, compiler)
+  assert native_ops.build(str(kernels), cache, compiler) == first
   assert len(log.read_text().splitlines()) == 1
   command = log.read_text().split()
   assert "-march=native" in command and "-ffp-contract=off" in command
-  assert os.path.basename(first).startswith("elu_grad-") and first.endswith(".so")
-  source.write_text(source.read_text() + "\n// changed\n")
-  second = native_ops.build(str(source), cache, compiler)
-  assert second != first and len(log.read_text().splitlines()) == 2
-  assert sorted(os.listdir(cache)) == sorted(os.path.basename(p) for p in (first, second))
+  assert {os.path.basename(arg) for arg in command if arg.endswith(".cc")} == {
+      "elu_grad.cc", "upsample.cc"}
+  assert os.path.basename(first).startswith("mvae_kernels-") and first.endswith(".so")
+  builds = {first}
+  for name in ("upsample.cc", "bfloat16_bits.h"):
+    (kernels / name).write_text((kernels / name).read_text() + "\n// changed\n")
+    builds.add(native_ops.build(str(kernels), cache, compiler))
+  assert len(builds) == 3 and len(log.read_text().splitlines()) == 3
+  assert sorted(os.listdir(cache)) == sorted(os.path.basename(p) for p in builds)
 
 
 def test_a_failed_build_says_what_the_compiler_said_and_leaves_nothing(tmp_path):
   compiler, _ = _fake_compiler(tmp_path, fails=True)
   cache = tmp_path / "cache"
   with pytest.raises(native_ops.BuildError,
-                     match=r"failed on .*elu_grad\.cc \(exit 1\): error: this compiler was "
-                           r"told to fail"):
-    native_ops.build(native_ops.ELU_GRAD_SOURCE, str(cache), compiler)
+                     match=r"failed on the kernels in .*kernels \(exit 1\): error: this "
+                           r"compiler was told to fail"):
+    native_ops.build(native_ops.KERNELS_DIR, str(cache), compiler)
   assert os.listdir(cache) == []  # No partial library to be taken for a built one.
 
 
-@pytest.mark.parametrize("compiler, source, message", [
-    ("no-such-c++", native_ops.ELU_GRAD_SOURCE,
-     "no C++ compiler 'no-such-c++' on PATH"),
-    ("sh", "/no/such/kernel.cc", "cannot read the kernel source /no/such/kernel.cc"),
+@pytest.mark.parametrize("compiler, kernels_dir, message", [
+    ("no-such-c++", native_ops.KERNELS_DIR, "no C++ compiler 'no-such-c++' on PATH"),
+    ("sh", "/no/such/kernels", "no kernel sources (*.cc) in /no/such/kernels"),
 ])
-def test_a_build_without_a_compiler_or_source_names_what_is_missing(tmp_path, compiler,
-                                                                    source, message):
+def test_a_build_without_a_compiler_or_sources_names_what_is_missing(tmp_path, compiler,
+                                                                     kernels_dir, message):
   with pytest.raises(native_ops.BuildError, match=re.escape(message)):
-    native_ops.build(source, str(tmp_path / "cache"), compiler)
+    native_ops.build(kernels_dir, str(tmp_path / "cache"), compiler)
 
 
 def test_the_cache_follows_xdg_cache_home(monkeypatch, tmp_path):

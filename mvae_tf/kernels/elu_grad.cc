@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <cstring>
 
+#include "bfloat16_bits.h"
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/shape_inference.h"
@@ -26,22 +27,6 @@ using ::tensorflow::Tensor;
 using Bfloat16 = ::tensorflow::bfloat16;
 
 static_assert(sizeof(Bfloat16) == sizeof(uint16_t), "bfloat16 is one 16-bit word");
-
-inline float Bf16ToFloat(uint16_t bits) {
-  const uint32_t word = static_cast<uint32_t>(bits) << 16;
-  float value;
-  std::memcpy(&value, &word, sizeof(value));
-  return value;
-}
-
-// Rounds to the nearest bfloat16, ties to even; a NaN becomes Eigen's quiet NaN.
-inline uint16_t FloatToBf16(float value) {
-  uint32_t word;
-  std::memcpy(&word, &value, sizeof(word));
-  if ((word & 0x7fffffffu) > 0x7f800000u) return (word >> 31) ? 0xffc0 : 0x7fc0;
-  word += 0x7fffu + ((word >> 16) & 1u);
-  return static_cast<uint16_t>(word >> 16);
-}
 
 void EluGradRange(const uint16_t* g, const uint16_t* y, uint16_t* out, int64_t begin,
                   int64_t end) {
