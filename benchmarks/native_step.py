@@ -5,8 +5,8 @@ r"""The training step with TF's ops and with the compiled kernels, in alternatio
 Builds the full training step (forward, backward, Adam) twice, exactly as `benchmark.py`
 times it (`benchmark.training_steps`: the default model, batch 64, N = sprites + 2, one
 cached batch): with TF's ops only (`train.py --nonative_kernels`), and with the kernels
-`mvae_tf.native_ops` compiles for this CPU (the default: the bf16 ELU gradient and the
-bilinear upsampling both ways). After warm-up it times 10 steps of each in turn,
+`mvae_tf.native_ops` compiles for this CPU (the default: the bf16 ELU gradient, and the
+bilinear upsampling and the softmax pooling both ways). After warm-up it times 10 steps of each in turn,
 `--rounds` times, so that both see the same machine (this project's VM drifts by 10-20%
 within minutes), and prints each round, the medians, their ratio and the rounds the
 kernels won. Each kernel is tested to be the same function as TF's ops

@@ -34,6 +34,7 @@ import keras
 import tensorflow as tf
 
 from mvae_tf import activations
+from mvae_tf import native_ops
 from mvae_tf import translation
 from mvae_tf import upsampling
 
@@ -125,6 +126,9 @@ def aggregate(objects, aggregation, background=None):
       shape = tf.concat([tf.shape(objects)[:1], [1], tf.shape(background)], axis=0)
       background = tf.broadcast_to(tf.cast(background, objects.dtype), shape)  # [B, 1, ...]
       objects = tf.concat([objects, background], axis=1)  # [B, N + 1, ...]
+    kernels = native_ops.active()
+    if kernels is not None:  # The training step on a CPU: one compiled pass each way.
+      return _compiled_softmax_pool(objects, kernels)  # [B, ...]
     # In float32 whatever the compute dtype: TF runs these elementwise ops in Eigen, where
     # bf16 is converted element by element, so one cast each way is the cheaper path.
     return tf.cast(_softmax_pool(tf.cast(objects, tf.float32)), objects.dtype)  # [B, ...]
@@ -167,6 +171,18 @@ def _softmax_pool(objects):
     return weights * (upstream + first * claims)  # [B, N, ..., C]
 
   return pooled, grad
+
+
+def _compiled_softmax_pool(objects, kernels):
+  """`_softmax_pool` by the compiled kernels (`native_ops.Kernels`), in the objects' dtype
+  (computed in float32 inside): [B, N, ..., C] -> [B, ..., C]."""
+
+  @tf.custom_gradient
+  def pool(objects):
+    pooled, weights = kernels.softmax_pool(objects)  # [B, ..., C], [B, N, ..., 1]
+    return pooled, lambda upstream: kernels.softmax_pool_grad(objects, weights, upstream)
+
+  return pool(objects)
 
 
 class Renderer(keras.layers.Layer):

@@ -2,7 +2,8 @@
 
 TensorFlow's wheels run their non-oneDNN ops (Eigen's) in code built for any x86-64 CPU
 with AVX, and some of the step's work takes several TF ops where one pass would do
-(README, "Throughput"). `kernels/` holds two such pieces, each the same function as TF's:
+(README, "Throughput"). `kernels/` holds three such pieces, each the same function as
+TF's ops:
 
 * `MvaeEluGrad` (`elu_grad.cc`), the ELU's gradient in bfloat16, bit for bit TF's
   `EluGrad`, which oneDNN does not cover in TF and which Eigen ran slower in bf16 than in
@@ -12,24 +13,28 @@ with AVX, and some of the step's work takes several TF ops where one pass would 
   upsampling and its adjoint in one pass each, in float32 or bfloat16, where TF takes a
   resize, edge-padding copies and a depthwise convolution (fp32) or two batched matrix
   products each way (bf16). Used by `upsampling.bilinear_upsample_2x`.
+* `MvaeSoftmaxPool` and its gradient (`softmax_pool.cc`), the softmax pooling over
+  objects and its closed-form gradient (`decoder._softmax_pool`) in one pass each, where TF
+  takes a slice, a softmax over a middle axis, a dozen elementwise ops over
+  [B, N, 32, 32, C] and, in bf16, casts to float32 and back. Used by `decoder.aggregate`.
 
 Scope. `Kernels` holds the loaded ops. Within `training_kernels(kernels)` (the training
-step opens it, `training.Trainer`), `activations.elu` and `upsampling.bilinear_upsample_2x`
-trace them, through `tf.custom_gradient`; everything else, export above all, traces TF's
-ops alone, so a SavedModel needs nothing of this module. The scope is a
-`contextvars.ContextVar`, read when a function is traced: the training step opens it
+step opens it, `training.Trainer`), `activations.elu`, `upsampling.bilinear_upsample_2x`
+and `decoder.aggregate` trace them, through `tf.custom_gradient`; everything else, export
+above all, traces TF's ops alone, so a SavedModel needs nothing of this module. The scope
+is a `contextvars.ContextVar`, read when a function is traced: the training step opens it
 inside each replica's function, since MirroredStrategy traces replicas in threads of their
 own.
 
 Building. `build` compiles the sources with the C++ compiler against the installed TF's
-headers and library (`tf.sysconfig`), 17 s on the AMD EPYC of README's "Throughput", into
+headers and library (`tf.sysconfig`), 24 s on the AMD EPYC of README's "Throughput", into
 a cache directory (`default_cache_dir()`: `~/.cache/mvae_tf/kernels`, or
-`$XDG_CACHE_HOME/mvae_tf/kernels`). The file's name is a digest of everything the binary depends on: the sources and headers,
-TF's version and flags, the compiler's version and the CPU (its model and flags, since
--march=native code may not run on another CPU), so a changed source, TF or machine builds
-anew and a cache shared between machines stays right. It writes to a temporary name and
-renames into place, so processes building at once, or one stopped half-way, leave no
-broken file.
+`$XDG_CACHE_HOME/mvae_tf/kernels`). The file's name is a digest of everything the binary
+depends on: the sources and headers, TF's version and flags, the compiler's version and
+the CPU (its model and flags, since -march=native code may not run on another CPU), so a
+changed source, TF or machine builds anew and a cache shared between machines stays right.
+It writes to a temporary name and renames into place, so processes building at once, or
+one stopped half-way, leave no broken file.
 
 Loading. TF registers a library's ops for the whole process, and a second library of the
 same ops would register nothing, so `load` loads once per process and returns the same
@@ -150,10 +155,15 @@ class Kernels:
     upsample: [B, H, W, C] -> [B, 2H, 2W, C], float32 or bfloat16:
       `tf.image.resize(x, [2H, 2W], "bilinear")`, to float32's rounding.
     upsample_grad: [B, 2H, 2W, C] -> [B, H, W, C]: `upsample`'s adjoint, the gradient.
+    softmax_pool: objects [B, N, ..., C] -> (pooled [B, ..., C], weights [B, N, ..., 1]
+      float32): `decoder._softmax_pool` and its softmax weights, to float32's rounding.
+    softmax_pool_grad: (objects, weights, dL/dpooled) -> dL/dobjects, its gradient.
   """
   elu_grad: Callable
   upsample: Callable
   upsample_grad: Callable
+  softmax_pool: Callable
+  softmax_pool_grad: Callable
 
 
 def load(cache_dir=None, compiler="c++"):
@@ -173,7 +183,9 @@ def load(cache_dir=None, compiler="c++"):
     _LOADED[KERNELS_DIR] = Kernels(
         elu_grad=lambda gradients, outputs: ops.mvae_elu_grad(gradients, outputs),
         upsample=ops.mvae_bilinear_upsample2x,
-        upsample_grad=ops.mvae_bilinear_upsample2x_grad)
+        upsample_grad=ops.mvae_bilinear_upsample2x_grad,
+        softmax_pool=ops.mvae_softmax_pool,
+        softmax_pool_grad=ops.mvae_softmax_pool_grad)
   return _LOADED[KERNELS_DIR]
 
 

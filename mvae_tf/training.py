@@ -220,9 +220,9 @@ class Trainer:
       loss or gradient norm is NaN or infinite (one reduction over the gradients; its cost
       is in the benchmark).
     native_kernels: whether a step on CPUs runs the kernels `native_ops` compiles for
-      this machine (the same functions as TF's ops, faster) for the bf16 ELU gradient and
-      the bilinear upsampling. When they cannot be built, the step uses TF's ops and
-      `native_kernel_error` says why. GPU steps use TF's ops whatever this is.
+      this machine (the same functions as TF's ops, faster) for the bf16 ELU gradient, the
+      bilinear upsampling and the softmax pooling. When they cannot be built, the step uses
+      TF's ops and `native_kernel_error` says why. GPU steps use TF's ops whatever this is.
   """
 
   def __init__(self, model_config, train_config, strategy, check_finite=True,

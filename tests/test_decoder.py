@@ -1,12 +1,18 @@
 """The decoder f = h . pool . g: folding, permutation invariance, any number of objects."""
 
+import re
+import shutil
+
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from mvae_tf import decoder
+from mvae_tf import decoder, native_ops
 
 B, N, D = 2, 3, 5
+# The training step's compiled kernels (`native_ops`), as a parameter of the pooling's tests.
+COMPILED = pytest.param(True, marks=pytest.mark.skipif(shutil.which("c++") is None,
+                                                      reason="no C++ compiler `c++` on PATH"))
 
 
 @pytest.fixture(params=["max", "sum", "softmax", "gated_sum"])
@@ -86,11 +92,44 @@ def test_softmax_aggregation_known_answers():
                              [[50.0, 1.0, 2.0]], atol=1e-6)
 
 
-def test_softmax_aggregation_computes_its_weights_in_float32():
+@pytest.mark.parametrize("compiled", [False, COMPILED])
+def test_softmax_aggregation_computes_its_weights_in_float32(compiled):
   objects = tf.cast(tf.constant([[[0.0, 8.0], [np.log(3.0), 4.0]]]), tf.bfloat16)
-  pooled = decoder.aggregate(objects, "softmax")
+  with native_ops.training_kernels(native_ops.load() if compiled else None):
+    pooled = decoder.aggregate(objects, "softmax")
   assert pooled.dtype == tf.bfloat16
   np.testing.assert_allclose(tf.cast(pooled, tf.float32).numpy()[0, 1], 5.0, rtol=1e-2)
+
+
+@pytest.mark.skipif(shutil.which("c++") is None, reason="no C++ compiler `c++` on PATH")
+def test_the_compiled_softmax_pool_in_bfloat16_rounds_tfs_float32_result_once():
+  # The kernels read bf16 objects, compute in float32 and round once: within half a bf16
+  # step (2^-8 of the value) of the float32 pooling of the same objects, both ways.
+  rng = np.random.RandomState(3)
+  objects = tf.cast(2.0 * rng.randn(3, 4, 5, 6).astype(np.float32), tf.bfloat16)
+  upstream = tf.cast(rng.randn(3, 5, 6).astype(np.float32), tf.bfloat16)
+  results = []
+  for dtype, kernels in ((tf.bfloat16, native_ops.load()), (tf.float32, None)):
+    x = tf.cast(objects, dtype)
+    with tf.GradientTape() as tape, native_ops.training_kernels(kernels):
+      tape.watch(x)
+      pooled = decoder.aggregate(x, "softmax")
+    results.append((pooled, tape.gradient(pooled, x, output_gradients=tf.cast(upstream, dtype))))
+  for ours, exact in zip(results[0], results[1]):
+    assert ours.dtype == tf.bfloat16
+    error = np.abs(tf.cast(ours, tf.float32).numpy() - exact.numpy())
+    assert np.all(error <= 2.0 ** -8 * np.abs(exact.numpy()) + 1e-6)
+
+
+@pytest.mark.skipif(shutil.which("c++") is None, reason="no C++ compiler `c++` on PATH")
+def test_the_compiled_softmax_pool_refuses_shapes_it_cannot_take():
+  kernels = native_ops.load()
+  with pytest.raises(tf.errors.InvalidArgumentError, match=re.escape(
+      "expected objects [batch, objects >= 1, ..., channels]; received shape [2,3]")):
+    kernels.softmax_pool(tf.zeros([2, 3]))
+  with pytest.raises(tf.errors.InvalidArgumentError, match=re.escape(
+      "received shapes [2,3,4], [2,3,1] and [2,5]")):
+    kernels.softmax_pool_grad(tf.zeros([2, 3, 4]), tf.zeros([2, 3, 1]), tf.zeros([2, 5]))
 
 
 def test_softmax_aggregation_gradient_known_answer():
@@ -112,7 +151,8 @@ def _plain_softmax_pool(objects):
 
 @pytest.mark.parametrize("shape", [(2, 3, 4), (3, 1, 2, 5), (2, 4, 3, 2, 6)])
 @pytest.mark.parametrize("with_background", [False, True])
-def test_softmax_aggregation_gradient_equals_tfs(shape, with_background):
+@pytest.mark.parametrize("compiled", [False, COMPILED])  # The training step's kernels.
+def test_softmax_aggregation_gradient_equals_tfs(shape, with_background, compiled):
   rng = np.random.RandomState(len(shape))
   objects = tf.constant(2.0 * rng.randn(*shape).astype(np.float32))
   background = tf.constant(rng.randn(*shape[2:]).astype(np.float32))
@@ -134,8 +174,9 @@ def test_softmax_aggregation_gradient_equals_tfs(shape, with_background):
       objects = tf.concat([objects, background], axis=1)  # [B, N + 1, ...]
     return _plain_softmax_pool(objects)
 
-  pooled, (grad, grad_background) = gradients(
-      lambda objects, background=None: decoder.aggregate(objects, "softmax", background))
+  with native_ops.training_kernels(native_ops.load() if compiled else None):
+    pooled, (grad, grad_background) = gradients(
+        lambda objects, background=None: decoder.aggregate(objects, "softmax", background))
   expected, (expected_grad, expected_background) = gradients(reference)
   np.testing.assert_allclose(pooled.numpy(), expected.numpy(), rtol=1e-6, atol=1e-6)
   np.testing.assert_allclose(grad.numpy(), expected_grad.numpy(), rtol=1e-5, atol=1e-6)

@@ -101,7 +101,7 @@ def test_the_kernels_are_built_once_and_again_when_a_source_or_header_changes(tm
   command = log.read_text().split()
   assert "-march=native" in command and "-ffp-contract=off" in command
   assert {os.path.basename(arg) for arg in command if arg.endswith(".cc")} == {
-      "elu_grad.cc", "upsample.cc"}
+      "elu_grad.cc", "softmax_pool.cc", "upsample.cc"}
   assert os.path.basename(first).startswith("mvae_kernels-") and first.endswith(".so")
   builds = {first}
   for name in ("upsample.cc", "bfloat16_bits.h"):

@@ -9,24 +9,11 @@
 // (tests/test_native_ops.py). In float32 TF's own kernel is as fast, and is used.
 
 #include <cstdint>
-#include <cstring>
 
-#include "bfloat16_bits.h"
-#include "tensorflow/core/framework/op.h"
-#include "tensorflow/core/framework/op_kernel.h"
-#include "tensorflow/core/framework/shape_inference.h"
-#include "tensorflow/core/util/work_sharder.h"
+#include "kernel_util.h"
 
 namespace mvae_tf {
 namespace {
-
-using ::tensorflow::OpKernel;
-using ::tensorflow::OpKernelConstruction;
-using ::tensorflow::OpKernelContext;
-using ::tensorflow::Tensor;
-using Bfloat16 = ::tensorflow::bfloat16;
-
-static_assert(sizeof(Bfloat16) == sizeof(uint16_t), "bfloat16 is one 16-bit word");
 
 void EluGradRange(const uint16_t* g, const uint16_t* y, uint16_t* out, int64_t begin,
                   int64_t end) {

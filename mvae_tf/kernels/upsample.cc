@@ -12,50 +12,12 @@
 // float32; bfloat16 is rounded once, at the end (to nearest even).
 
 #include <cstdint>
-#include <cstring>
 #include <vector>
 
-#include "bfloat16_bits.h"
-#include "tensorflow/core/framework/op.h"
-#include "tensorflow/core/framework/op_kernel.h"
-#include "tensorflow/core/framework/shape_inference.h"
-#include "tensorflow/core/util/work_sharder.h"
+#include "kernel_util.h"
 
 namespace mvae_tf {
 namespace {
-
-using ::tensorflow::OpKernel;
-using ::tensorflow::OpKernelConstruction;
-using ::tensorflow::OpKernelContext;
-using ::tensorflow::Tensor;
-using ::tensorflow::TensorShape;
-using Bfloat16 = ::tensorflow::bfloat16;
-
-// Words<T>: the plain type T is stored as, and its conversions to and from float.
-template <typename T>
-struct Words;
-
-template <>
-struct Words<float> {
-  using Type = float;
-  static void Widen(const float* in, float* out, int64_t n) {
-    std::memcpy(out, in, n * sizeof(float));
-  }
-  static void Narrow(const float* in, float* out, int64_t n) {
-    std::memcpy(out, in, n * sizeof(float));
-  }
-};
-
-template <>
-struct Words<Bfloat16> {
-  using Type = uint16_t;
-  static void Widen(const uint16_t* in, float* out, int64_t n) {
-    for (int64_t k = 0; k < n; ++k) out[k] = Bf16ToFloat(in[k]);
-  }
-  static void Narrow(const float* in, uint16_t* out, int64_t n) {
-    for (int64_t k = 0; k < n; ++k) out[k] = FloatToBf16(in[k]);
-  }
-};
 
 inline int64_t Clamp(int64_t i, int64_t size) { return i < 0 ? 0 : (i >= size ? size - 1 : i); }
 
@@ -65,7 +27,7 @@ class UpsampleOp : public OpKernel {
   explicit UpsampleOp(OpKernelConstruction* context) : OpKernel(context) {}
 
   void Compute(OpKernelContext* context) override {
-    using W = Words<T>;
+    using S = typename Storage<T>::Type;
     const Tensor& input = context->input(0);
     OP_REQUIRES(context, input.dims() == 4,
                 tensorflow::errors::InvalidArgument(
@@ -78,8 +40,8 @@ class UpsampleOp : public OpKernel {
                                 0, TensorShape({batch, 2 * height, 2 * width, channels}),
                                 &output));
     if (output->NumElements() == 0) return;
-    const auto* x = reinterpret_cast<const typename W::Type*>(input.flat<T>().data());
-    auto* y = reinterpret_cast<typename W::Type*>(output->flat<T>().data());
+    const auto* x = reinterpret_cast<const S*>(input.flat<T>().data());
+    auto* y = reinterpret_cast<S*>(output->flat<T>().data());
     const int64_t row = width * channels;  // Elements in one input row.
     const auto* workers = context->device()->tensorflow_cpu_worker_threads();
     // One unit is one output row: [2W, C], from two input rows.
@@ -91,8 +53,8 @@ class UpsampleOp : public OpKernel {
             const int64_t b = unit / (2 * height), r = unit % (2 * height), i = r / 2;
             // Row 2i: 1/4 x[i-1] + 3/4 x[i]; row 2i+1: 3/4 x[i] + 1/4 x[i+1].
             const bool even = r % 2 == 0;
-            W::Widen(x + (b * height + Clamp(even ? i - 1 : i, height)) * row, top.data(), row);
-            W::Widen(x + (b * height + Clamp(even ? i : i + 1, height)) * row, bottom.data(),
+            WidenRow(x + (b * height + Clamp(even ? i - 1 : i, height)) * row, top.data(), row);
+            WidenRow(x + (b * height + Clamp(even ? i : i + 1, height)) * row, bottom.data(),
                      row);
             const float w_top = even ? 0.25f : 0.75f, w_bottom = 1.f - w_top;
             for (int64_t k = 0; k < row; ++k) top[k] = w_top * top[k] + w_bottom * bottom[k];
@@ -107,7 +69,7 @@ class UpsampleOp : public OpKernel {
                 odd_out[c] = 0.75f * middle[c] + 0.25f * right[c];
               }
             }
-            W::Narrow(out.data(), y + unit * 2 * row, 2 * row);
+            NarrowRow(out.data(), y + unit * 2 * row, 2 * row);
           }
         });
   }
@@ -119,7 +81,7 @@ class UpsampleGradOp : public OpKernel {
   explicit UpsampleGradOp(OpKernelConstruction* context) : OpKernel(context) {}
 
   void Compute(OpKernelContext* context) override {
-    using W = Words<T>;
+    using S = typename Storage<T>::Type;
     const Tensor& gradients = context->input(0);
     OP_REQUIRES(context, gradients.dims() == 4 && gradients.dim_size(1) % 2 == 0 &&
                              gradients.dim_size(2) % 2 == 0,
@@ -132,8 +94,8 @@ class UpsampleGradOp : public OpKernel {
     OP_REQUIRES_OK(context, context->allocate_output(
                                 0, TensorShape({batch, height, width, channels}), &output));
     if (output->NumElements() == 0) return;
-    const auto* dy = reinterpret_cast<const typename W::Type*>(gradients.flat<T>().data());
-    auto* dx = reinterpret_cast<typename W::Type*>(output->flat<T>().data());
+    const auto* dy = reinterpret_cast<const S*>(gradients.flat<T>().data());
+    auto* dx = reinterpret_cast<S*>(output->flat<T>().data());
     const int64_t row = width * channels, wide = 2 * row;  // Elements in dx's, dy's rows.
     const auto* workers = context->device()->tensorflow_cpu_worker_threads();
     // One unit is one row of dx: [W, C], from four rows of dy.
@@ -146,7 +108,7 @@ class UpsampleGradOp : public OpKernel {
             const float weights[4] = {0.25f, 0.75f, 0.75f, 0.25f};
             for (int q = 0; q < 4; ++q) {  // dy rows 2i - 1 .. 2i + 2, edges repeated.
               const int64_t r = Clamp(2 * i - 1 + q, 2 * height);
-              W::Widen(dy + (b * 2 * height + r) * wide, next.data(), wide);
+              WidenRow(dy + (b * 2 * height + r) * wide, next.data(), wide);
               if (q == 0) {
                 for (int64_t k = 0; k < wide; ++k) sum[k] = weights[0] * next[k];
               } else {
@@ -164,7 +126,7 @@ class UpsampleGradOp : public OpKernel {
                           0.25f * taps[3][c];
               }
             }
-            W::Narrow(out.data(), dx + unit * row, row);
+            NarrowRow(out.data(), dx + unit * row, row);
           }
         });
   }
@@ -203,15 +165,5 @@ REGISTER_OP("MvaeBilinearUpsample2xGrad")
       return absl::OkStatus();
     });
 
-#define MVAE_TF_REGISTER(T)                                                       \
-  REGISTER_KERNEL_BUILDER(Name("MvaeBilinearUpsample2x")                          \
-                              .Device(tensorflow::DEVICE_CPU)                     \
-                              .TypeConstraint<T>("T"),                            \
-                          mvae_tf::UpsampleOp<T>);                                \
-  REGISTER_KERNEL_BUILDER(Name("MvaeBilinearUpsample2xGrad")                      \
-                              .Device(tensorflow::DEVICE_CPU)                     \
-                              .TypeConstraint<T>("T"),                            \
-                          mvae_tf::UpsampleGradOp<T>);
-MVAE_TF_REGISTER(float)
-MVAE_TF_REGISTER(tensorflow::bfloat16)
-#undef MVAE_TF_REGISTER
+MVAE_TF_REGISTER_FLOAT_AND_BFLOAT16("MvaeBilinearUpsample2x", mvae_tf::UpsampleOp)
+MVAE_TF_REGISTER_FLOAT_AND_BFLOAT16("MvaeBilinearUpsample2xGrad", mvae_tf::UpsampleGradOp)
