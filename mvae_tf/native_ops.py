@@ -76,8 +76,12 @@ def default_cache_dir():
 
 
 def _compiler_version(compiler):
-  result = subprocess.run([compiler, "--version"], capture_output=True, text=True,
-                          timeout=60, check=False)
+  """The first line `compiler --version` prints, or "" (the build then says what fails)."""
+  try:
+    result = subprocess.run([compiler, "--version"], capture_output=True, text=True,
+                            timeout=60, check=False)
+  except (OSError, subprocess.TimeoutExpired):
+    return ""
   return result.stdout.splitlines()[0] if result.returncode == 0 and result.stdout else ""
 
 

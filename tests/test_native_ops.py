@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mvae_tf import native_ops
+from mvae_tf import machine, native_ops
 
 needs_compiler = pytest.mark.skipif(shutil.which("c++") is None,
                                     reason="no C++ compiler `c++` on PATH")
@@ -137,3 +137,18 @@ def test_the_cache_follows_xdg_cache_home(monkeypatch, tmp_path):
   monkeypatch.delenv("XDG_CACHE_HOME")
   assert native_ops.default_cache_dir() == os.path.join(
       os.path.expanduser("~"), ".cache", "mvae_tf", "kernels")
+
+
+def test_the_cpu_identity_tells_cpus_apart_by_model_and_flags(tmp_path):
+  """It keys the cache: -march=native code built for one CPU must not load on another."""
+  def identity(model, flags):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\n"
+                       f"model\t\t: {model}\nmodel name\t: AMD EPYC\nflags\t\t: {flags}\n\n"
+                       "processor\t: 1\nflags\t\t: other\n")
+    return machine.cpu_identity(str(cpuinfo))
+
+  base = identity(17, "fpu avx2 avx512f")
+  assert base == "AMD EPYC|AuthenticAMD|25|17||avx2 avx512f fpu"
+  assert identity(17, "avx512f fpu avx2") == base  # The flags' order does not matter.
+  assert identity(17, "fpu avx2") != base and identity(1, "fpu avx2 avx512f") != base
