@@ -142,8 +142,8 @@ flags.DEFINE_float("collective_timeout_secs", 300.0,
 flags.DEFINE_integer("num_cpu_devices", 1,
                      "Without GPUs, split the CPU into this many replicas, each op on "
                      "cores/N threads and N ops at once; on 2 cores, 2 replicas train "
-                     "7-13% faster than 1 (README, \"Throughput\"). Ignored when GPUs "
-                     "are visible.")
+                     "3-6% faster than 1 with the compiled kernels, 7-13% without (README, "
+                     "\"Throughput\"). Ignored when GPUs are visible.")
 flags.DEFINE_string("restore_from", None,
                     "Resume from this checkpoint of --model_dir (e.g. ckpt-1200) instead of "
                     "the latest, when the latest cannot be read.")
