@@ -140,7 +140,7 @@ class SoftmaxPoolGradOp : public OpKernel {
     tensorflow::Shard(
         workers->num_threads, workers->workers, s.batch * s.positions,
         8 * s.objects * s.channels, [&](int64_t begin, int64_t end) {
-          std::vector<float> pooled(s.channels), upstream(s.channels);
+          std::vector<float> pooled(s.channels), upstream(s.channels), terms(s.channels);
           for (int64_t unit = begin; unit < end; ++unit) {
             const int64_t b = unit / s.positions, p = unit % s.positions;
             PoolAt(o, w, s, b, p, pooled.data());
@@ -148,13 +148,18 @@ class SoftmaxPoolGradOp : public OpKernel {
             for (int64_t n = 0; n < s.objects; ++n) {
               const int64_t at = (b * s.objects + n) * s.positions + p;
               const S* o_n = o + at * s.channels;
-              float claim = 0.f;  // sum_c G_c (o_n,c - o_pool,c)
+              // The terms G_c (o_n,c - o_pool,c) in one vector pass, then their sum, the
+              // claim's gradient, in order (GCC keeps a float sum's order, so won't
+              // vectorise it).
               for (int64_t c = 0; c < s.channels; ++c) {
-                claim += upstream[c] * (Widen(o_n[c]) - pooled[c]);
+                terms[c] = upstream[c] * (Widen(o_n[c]) - pooled[c]);
               }
+              float claim = 0.f;
+              for (int64_t c = 0; c < s.channels; ++c) claim += terms[c];
+              // Then dL/do_n = w_n (G + e_0 claim).
               S* out = backprops + at * s.channels;
+              for (int64_t c = 0; c < s.channels; ++c) Narrow(w[at] * upstream[c], out + c);
               Narrow(w[at] * (upstream[0] + claim), out);
-              for (int64_t c = 1; c < s.channels; ++c) Narrow(w[at] * upstream[c], out + c);
             }
           }
         });
