@@ -61,7 +61,7 @@ LIBRARY_NAME = "mvae_kernels"
 OPTIMISATION_FLAGS = ("-O3", "-march=native", "-ffp-contract=off")
 BUILD_TIMEOUT_SECS = 300
 
-_LOADED = {}  # KERNELS_DIR -> the loaded `Kernels` (see "Loading" above).
+_LOADED = {}  # KERNELS_DIR -> the loaded `Kernels`, or the BuildError ("Loading" above).
 _ACTIVE = contextvars.ContextVar("mvae_tf_training_kernels", default=None)
 
 
@@ -172,25 +172,35 @@ class Kernels:
 
 def load(cache_dir=None, compiler="c++"):
   """The compiled kernels (`Kernels`), built if needed; loaded once per process, so later
-  calls return the first `Kernels` whatever their arguments.
+  calls return the first `Kernels` whatever their arguments. A failure is kept too: later
+  calls raise it again rather than run the compiler again (every `training.Trainer` of a
+  process, such as `benchmark.py`'s, asks).
 
   Raises:
     BuildError: when they cannot be built or loaded.
   """
   if KERNELS_DIR not in _LOADED:
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
-    library = build(KERNELS_DIR, cache_dir, compiler)
     try:
-      ops = tf.load_op_library(library)
-    except (tf.errors.OpError, OSError) as e:
-      raise BuildError(f"cannot load {library}: {e}") from None
-    _LOADED[KERNELS_DIR] = Kernels(
-        elu_grad=lambda gradients, outputs: ops.mvae_elu_grad(gradients, outputs),
-        upsample=ops.mvae_bilinear_upsample2x,
-        upsample_grad=ops.mvae_bilinear_upsample2x_grad,
-        softmax_pool=ops.mvae_softmax_pool,
-        softmax_pool_grad=ops.mvae_softmax_pool_grad)
+      _LOADED[KERNELS_DIR] = _build_and_load(cache_dir, compiler)
+    except BuildError as e:
+      _LOADED[KERNELS_DIR] = e
+  if isinstance(_LOADED[KERNELS_DIR], BuildError):
+    raise _LOADED[KERNELS_DIR]
   return _LOADED[KERNELS_DIR]
+
+
+def _build_and_load(cache_dir, compiler):
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  library = build(KERNELS_DIR, cache_dir, compiler)
+  try:
+    ops = tf.load_op_library(library)
+  except (tf.errors.OpError, OSError) as e:
+    raise BuildError(f"cannot load {library}: {e}") from None
+  return Kernels(elu_grad=ops.mvae_elu_grad,
+                 upsample=ops.mvae_bilinear_upsample2x,
+                 upsample_grad=ops.mvae_bilinear_upsample2x_grad,
+                 softmax_pool=ops.mvae_softmax_pool,
+                 softmax_pool_grad=ops.mvae_softmax_pool_grad)
 
 
 @contextlib.contextmanager
