@@ -48,6 +48,11 @@ flags.DEFINE_integer("cpu_replicas", 2, "Also time the training step with the CP
 flags.DEFINE_list("precisions", None, "Training precisions to time (float32, "
                   "mixed_bfloat16); default: float32, and mixed_bfloat16 where the hardware "
                   "has bf16 units.")
+flags.DEFINE_string("kernel_march", "native", "The instruction set of the kernels compiled "
+                    "for the CPU (the compiler's -march): native, all of this CPU's; or a "
+                    "narrower one, such as x86-64-v3 (AVX2, no AVX-512) with "
+                    "ONEDNN_MAX_CPU_ISA=AVX2 in the environment, to time the step as an "
+                    "AVX2-only CPU would run it.")
 FLAGS = flags.FLAGS
 
 # Precision names in the JSON keys, as the issue that asked for them spells them.
@@ -133,7 +138,27 @@ def training_rate(num_sprites, precision, sizes, **settings):
 _ANSWER = "replica_worker: "  # Starts each answer of `replica_worker`.
 
 
-def replica_worker(replicas, quick):
+def load_kernels(march):
+  """Loads the compiled kernels for `march` first, so that every `training.Trainer` of
+  this process runs them (`native_ops.load`); returns the `BuildError`, or None."""
+  from mvae_tf import native_ops  # pylint: disable=g-import-not-at-top
+  try:
+    native_ops.load(march=march)
+  except native_ops.BuildError as e:
+    return e
+  return None
+
+
+def kernel_march_error(march):
+  """The error for a `march` asked for by name (not "native") whose kernels cannot be
+  built, or None; the tools refuse such a flag before any work."""
+  if march == "native":  # A failed build falls back to TF's ops, saying so.
+    return None
+  error = load_kernels(march)
+  return f"--kernel_march {march!r}: {error}" if error else None
+
+
+def replica_worker(replicas, quick, kernel_march="native"):
   """Times the training step on `replicas` CPU replicas, on request, in this fresh process.
 
   `make_strategy` splits the CPU and its threads (`training.cpu_threads`), which TF fixes
@@ -146,6 +171,7 @@ def replica_worker(replicas, quick):
   import json  # pylint: disable=g-import-not-at-top
   from mvae_tf import training  # pylint: disable=g-import-not-at-top
   strategy = training.make_strategy(num_cpu_devices=replicas)
+  load_kernels(kernel_march)  # A failure is the Trainer's to report.
   sizes, steps = Sizes(quick), None
   answer = lambda text: print(f"{_ANSWER}{text}", flush=True)
   answer("started")
@@ -164,9 +190,10 @@ def replica_worker(replicas, quick):
 class ReplicaWorker:
   """A child process running `replica_worker`, so that its timings alternate with others'."""
 
-  def __init__(self, replicas, quick):
+  def __init__(self, replicas, quick, kernel_march="native"):
     self.replicas = replicas
-    code = f"import benchmark; benchmark.replica_worker({replicas}, {quick})"
+    code = (f"import benchmark; benchmark.replica_worker({replicas}, {quick}, "
+            f"{kernel_march!r})")
     self._process = subprocess.Popen(
         [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
         text=True, cwd=os.path.dirname(os.path.abspath(__file__)))
@@ -303,17 +330,30 @@ def serving_figures(sizes):
   return figures
 
 
-def native_kernels_note(facts):
-  """Whether the training steps timed here run the kernels compiled for this CPU, and if
-  not why (`training.Trainer`'s `native_kernels`, on by default)."""
-  from mvae_tf import native_ops  # pylint: disable=g-import-not-at-top
+def native_kernels_note(facts, march="native"):
+  """Whether the training steps timed here run the kernels compiled for the CPU, for which
+  instruction set (`march`, loaded here first), and if not why (`training.Trainer`'s
+  `native_kernels`, on by default)."""
   if facts["gpus"]:
     return "not used: GPUs run TF's ops"
-  try:
-    native_ops.load()
-  except native_ops.BuildError as e:
-    return f"not used: {e}"
-  return "compiled for this CPU"
+  error = load_kernels(march)
+  if error:
+    return f"not used: {error}"
+  return "compiled for this CPU" if march == "native" else f"compiled for -march={march}"
+
+
+def print_machine_and_kernels(march):
+  """Prints the machine and the kernels this process's training steps run (loading them
+  for `march` first); returns the error, for a `march` named and not built, or None.
+  The measuring tools of `benchmarks/` start with it."""
+  from mvae_tf import machine  # pylint: disable=g-import-not-at-top
+  facts = {**machine.cpu_facts(), **machine.tensorflow_facts()}
+  print(machine.describe(facts), flush=True)
+  error = kernel_march_error(march)
+  if error:
+    return error
+  print(f"kernels: {native_kernels_note(facts, march)}", flush=True)
+  return None
 
 
 def run(sizes, sprite_counts, log):
@@ -326,7 +366,7 @@ def run(sizes, sprite_counts, log):
   precisions = FLAGS.precisions or ["float32"] + (["mixed_bfloat16"] if bf16_hardware else [])
   log(f"machine: {facts}")
   results = {"machine": facts, "batch_size": sizes.batch, "quick": FLAGS.quick,
-             "native_kernels": native_kernels_note(facts)}
+             "native_kernels": native_kernels_note(facts, FLAGS.kernel_march)}
 
   results["matmul_gflops"] = {"fp32": matmul_gflops(tf.float32, sizes.matmul, sizes.repeats)}
   if "mixed_bfloat16" in precisions:
@@ -337,7 +377,7 @@ def run(sizes, sprite_counts, log):
   results["flops_per_image"], results["train"] = {}, {}
   split = None
   if FLAGS.cpu_replicas > 1 and not facts["gpus"] and sizes.batch % FLAGS.cpu_replicas == 0:
-    split = ReplicaWorker(FLAGS.cpu_replicas, FLAGS.quick)
+    split = ReplicaWorker(FLAGS.cpu_replicas, FLAGS.quick, FLAGS.kernel_march)
   for num_sprites in sprite_counts:
     per_image = flops.training_flops_per_image(config.ModelConfig(num_objects=num_sprites + 2))
     results["flops_per_image"][str(num_sprites)] = per_image
@@ -461,6 +501,10 @@ def main(argv):
   if FLAGS.json and not os.path.isdir(os.path.dirname(os.path.abspath(FLAGS.json))):
     print(f"benchmark.py: error: --json {FLAGS.json!r}: its directory does not exist",
           file=sys.stderr)
+    sys.exit(2)
+  error = kernel_march_error(FLAGS.kernel_march)
+  if error:
+    print(f"benchmark.py: error: {error}", file=sys.stderr)
     sys.exit(2)
   results = run(Sizes(FLAGS.quick), sprite_counts, log=lambda line: print(line, flush=True))
   print(format_table(results))

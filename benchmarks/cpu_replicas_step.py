@@ -3,6 +3,7 @@ r"""One CPU replica or several: the training step timed in alternation, on the s
   python benchmarks/cpu_replicas_step.py [--sprites 3] [--precision float32]
                                          [--replicas 1,2] [--rounds 12]
                                          [--layers default|pytorch_reference]
+                                         [--kernel_march native]
 
 `train.py --num_cpu_devices=N` splits the CPU into N replicas, each op on cores // N
 threads and N ops at once (`training.make_strategy`). Thread counts are fixed when
@@ -16,7 +17,8 @@ project's) would otherwise decide the comparison. It prints each round, then the
 images/s of each count and its ratio to the first. `--layers=pytorch_reference` times the
 model that `benchmarks/pytorch_reference.py` writes in PyTorch (the 4x4 grid with top-N
 selection and max pooling, the defaults when issue 8 was filed) instead of today's
-defaults. A measuring tool only; the test suite does not run this.
+defaults. `--kernel_march` builds the kernels compiled for the CPU for another instruction
+set in every worker (as `benchmark.py`'s flag). A measuring tool only; the test suite does not run this.
 """
 
 import argparse
@@ -40,6 +42,8 @@ def main():
   parser.add_argument("--replicas", default="1,2",
                       help="comma-separated replica counts; the first is the reference")
   parser.add_argument("--rounds", type=int, default=12)
+  parser.add_argument("--kernel_march", default="native",
+                      help="the compiled kernels' instruction set (benchmark.py's flag)")
   parser.add_argument("--layers", default="default", choices=sorted(LAYERS))
   args = parser.parse_args()
   try:
@@ -50,9 +54,11 @@ def main():
     parser.error(f"--replicas must be distinct counts >= 1; received {args.replicas!r}")
   if args.sprites < 1 or args.rounds < 1:
     parser.error("--sprites and --rounds must be >= 1")
-  from mvae_tf import machine  # pylint: disable=g-import-not-at-top
-  print(machine.describe({**machine.cpu_facts(), **machine.tensorflow_facts()}), flush=True)
-  workers = [benchmark.ReplicaWorker(count, quick=False) for count in counts]
+  error = benchmark.print_machine_and_kernels(args.kernel_march)
+  if error:
+    parser.error(error)
+  workers = [benchmark.ReplicaWorker(count, quick=False, kernel_march=args.kernel_march)
+             for count in counts]
   for worker in workers:  # One at a time: each warm-up on a quiet machine.
     worker.build(args.sprites, args.precision, **LAYERS[args.layers])
   rates = {count: [] for count in counts}

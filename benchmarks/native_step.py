@@ -1,6 +1,7 @@
 r"""The training step with TF's ops and with the compiled kernels, in alternation.
 
   python benchmarks/native_step.py [--sprites 3] [--precision float32] [--rounds 12]
+                                   [--kernel_march native]
 
 Builds the full training step (forward, backward, Adam) twice, exactly as `benchmark.py`
 times it (`benchmark.training_steps`: the default model, batch 64, N = sprites + 2, one
@@ -9,7 +10,8 @@ cached batch): with TF's ops only (`train.py --nonative_kernels`), and with the 
 bilinear upsampling and the softmax pooling both ways). After warm-up it times 10 steps of each in turn,
 `--rounds` times, so that both see the same machine (this project's VM drifts by 10-20%
 within minutes), and prints each round, the medians, their ratio and the rounds the
-kernels won. Each kernel is tested to be the same function as TF's ops
+kernels won. `--kernel_march` builds the kernels for another instruction set (as
+`benchmark.py`'s flag). Each kernel is tested to be the same function as TF's ops
 (tests/test_native_ops.py). A measuring tool only; the test suite does not run it.
 """
 
@@ -28,11 +30,14 @@ def main():
   parser.add_argument("--sprites", type=int, default=3)
   parser.add_argument("--precision", default="float32", choices=["float32", "mixed_bfloat16"])
   parser.add_argument("--rounds", type=int, default=12)
+  parser.add_argument("--kernel_march", default="native",
+                      help="the compiled kernels' instruction set (benchmark.py's flag)")
   args = parser.parse_args()
   if args.sprites < 1 or args.rounds < 1:
     parser.error("--sprites and --rounds must be >= 1")
-  from mvae_tf import machine  # pylint: disable=g-import-not-at-top
-  print(machine.describe({**machine.cpu_facts(), **machine.tensorflow_facts()}), flush=True)
+  error = benchmark.print_machine_and_kernels(args.kernel_march)
+  if error:
+    parser.error(error)
   sizes = benchmark.Sizes(quick=False)
   variants = {"TF's ops": False, "compiled kernels": True}
   steps = {name: benchmark.training_steps(args.sprites, args.precision, sizes,

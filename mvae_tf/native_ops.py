@@ -58,7 +58,9 @@ from mvae_tf import machine
 KERNELS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels")
 LIBRARY_NAME = "mvae_kernels"
 # -ffp-contract=off: no fused multiply-adds, which would round differently from TF's kernel.
-OPTIMISATION_FLAGS = ("-O3", "-march=native", "-ffp-contract=off")
+OPTIMISATION_FLAGS = ("-O3", "-ffp-contract=off")
+# The instruction set the kernels are compiled for (`-march`): this CPU's, all of it.
+NATIVE = "native"
 BUILD_TIMEOUT_SECS = 300
 
 _LOADED = {}  # KERNELS_DIR -> the loaded `Kernels`, or the BuildError ("Loading" above).
@@ -91,13 +93,16 @@ def sources(kernels_dir=KERNELS_DIR):
           sorted(glob.glob(os.path.join(kernels_dir, "*.h"))))
 
 
-def build(kernels_dir=KERNELS_DIR, cache_dir=None, compiler="c++"):
+def build(kernels_dir=KERNELS_DIR, cache_dir=None, compiler="c++", march=NATIVE):
   """Compiles the kernels of `kernels_dir` into one TF op library in `cache_dir` (once).
 
   Args:
     kernels_dir: a directory of C++ sources (`*.cc`, compiled) and headers (`*.h`).
     cache_dir: where built libraries are kept (None: `default_cache_dir()`).
     compiler: the C++ compiler, a name on PATH or a path.
+    march: the compiler's `-march`: "native" (this CPU's instruction set), or a
+      narrower one such as "x86-64-v3" (AVX2 and FMA, no AVX-512), to measure the kernels
+      as a CPU with less would run them (README, "Throughput": the AVX2 emulation).
 
   Returns:
     The library's path.
@@ -117,7 +122,8 @@ def build(kernels_dir=KERNELS_DIR, cache_dir=None, compiler="c++"):
   for name in compiled + headers:
     with open(name, "rb") as f:
       digest.update(os.path.basename(name).encode() + b"\0" + f.read())
-  for part in (tf.__version__, *compile_flags, *link_flags, *OPTIMISATION_FLAGS, path,
+  optimisation = (*OPTIMISATION_FLAGS, f"-march={march}")
+  for part in (tf.__version__, *compile_flags, *link_flags, *optimisation, path,
                _compiler_version(path), machine.cpu_identity()):
     digest.update(part.encode() + b"\0")
   cache_dir = cache_dir or default_cache_dir()
@@ -130,7 +136,7 @@ def build(kernels_dir=KERNELS_DIR, cache_dir=None, compiler="c++"):
     os.close(descriptor)
   except OSError as e:
     raise BuildError(f"cannot write to the kernel cache {cache_dir}: {e}") from None
-  command = [path, "-shared", "-fPIC", *OPTIMISATION_FLAGS, "-w", *compile_flags, *compiled,
+  command = [path, "-shared", "-fPIC", *optimisation, "-w", *compile_flags, *compiled,
              "-o", partial, *link_flags]
   try:
     result = subprocess.run(command, capture_output=True, text=True,
@@ -162,26 +168,29 @@ class Kernels:
     softmax_pool: objects [B, N, ..., C] -> (pooled [B, ..., C], weights [B, N, ..., 1]
       float32): `decoder._softmax_pool` and its softmax weights, to float32's rounding.
     softmax_pool_grad: (objects, weights, dL/dpooled) -> dL/dobjects, its gradient.
+    march: the instruction set they were compiled for (`build`'s).
   """
   elu_grad: Callable
   upsample: Callable
   upsample_grad: Callable
   softmax_pool: Callable
   softmax_pool_grad: Callable
+  march: str = NATIVE
 
 
-def load(cache_dir=None, compiler="c++"):
+def load(cache_dir=None, compiler="c++", march=NATIVE):
   """The compiled kernels (`Kernels`), built if needed; loaded once per process, so later
   calls return the first `Kernels` whatever their arguments. A failure is kept too: later
   calls raise it again rather than run the compiler again (every `training.Trainer` of a
-  process, such as `benchmark.py`'s, asks).
+  process, such as `benchmark.py`'s, asks). So a process that calls `load(march=...)`
+  first trains with those kernels (`benchmark.py --kernel_march`).
 
   Raises:
     BuildError: when they cannot be built or loaded.
   """
   if KERNELS_DIR not in _LOADED:
     try:
-      _LOADED[KERNELS_DIR] = _build_and_load(cache_dir, compiler)
+      _LOADED[KERNELS_DIR] = _build_and_load(cache_dir, compiler, march)
     except BuildError as e:
       _LOADED[KERNELS_DIR] = e
   if isinstance(_LOADED[KERNELS_DIR], BuildError):
@@ -189,9 +198,9 @@ def load(cache_dir=None, compiler="c++"):
   return _LOADED[KERNELS_DIR]
 
 
-def _build_and_load(cache_dir, compiler):
+def _build_and_load(cache_dir, compiler, march):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  library = build(KERNELS_DIR, cache_dir, compiler)
+  library = build(KERNELS_DIR, cache_dir, compiler, march)
   try:
     ops = tf.load_op_library(library)
   except (tf.errors.OpError, OSError) as e:
@@ -200,7 +209,8 @@ def _build_and_load(cache_dir, compiler):
                  upsample=ops.mvae_bilinear_upsample2x,
                  upsample_grad=ops.mvae_bilinear_upsample2x_grad,
                  softmax_pool=ops.mvae_softmax_pool,
-                 softmax_pool_grad=ops.mvae_softmax_pool_grad)
+                 softmax_pool_grad=ops.mvae_softmax_pool_grad,
+                 march=march)
 
 
 @contextlib.contextmanager

@@ -91,3 +91,18 @@ def test_the_benchmarks_refuse_bad_flags_before_any_work(tool, flag, message):
   name = os.path.basename(tool)
   assert result.stderr.strip().splitlines()[-1] == f"{name}: error: {message}"
   assert "img/s" not in result.stdout
+
+
+@pytest.mark.skipif(shutil.which("c++") is None, reason="no C++ compiler `c++` on PATH")
+@pytest.mark.parametrize("tool", ["benchmark.py", "benchmarks/native_step.py",
+                                  "benchmarks/cpu_replicas_step.py"])
+def test_an_instruction_set_the_kernels_cannot_be_built_for_is_refused(tool):
+  result = subprocess.run([sys.executable, os.path.join(ROOT, tool),
+                           "--kernel_march=no-such-cpu"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=300)
+  assert result.returncode == 2, result.stderr[-2000:]
+  last = result.stderr.strip().splitlines()[-1]
+  assert last.startswith(f"{os.path.basename(tool)}: error: --kernel_march 'no-such-cpu': "
+                         "c++ failed on the kernels in "), last
+  assert "no-such-cpu" in last.split("(exit 1): ")[1]  # The compiler's own words.
+  assert "img/s" not in result.stdout

@@ -3,9 +3,12 @@
 The upsampling kernels' equivalence with TF's resize is in tests/test_upsampling.py."""
 
 import os
+import platform
 import re
 import shutil
 import stat
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -109,6 +112,43 @@ def test_the_kernels_are_built_once_and_again_when_a_source_or_header_changes(tm
     builds.add(native_ops.build(str(kernels), cache, compiler))
   assert len(builds) == 3 and len(log.read_text().splitlines()) == 3
   assert sorted(os.listdir(cache)) == sorted(os.path.basename(p) for p in builds)
+
+
+def test_another_instruction_set_is_another_build(tmp_path):
+  compiler, log = _fake_compiler(tmp_path)
+  cache = str(tmp_path / "cache")
+  native = native_ops.build(native_ops.KERNELS_DIR, cache, compiler)
+  avx2 = native_ops.build(native_ops.KERNELS_DIR, cache, compiler, march="x86-64-v3")
+  assert avx2 != native
+  commands = [line.split() for line in log.read_text().splitlines()]
+  assert "-march=native" in commands[0] and "-march=x86-64-v3" in commands[1]
+  assert not any(arg.startswith("-march") for arg in commands[1] if arg != "-march=x86-64-v3")
+
+
+# The tests that run the compiled kernels against TF's ops.
+_KERNEL_TESTS = ["tests/test_native_ops.py", "tests/test_upsampling.py", "tests/test_decoder.py",
+                 "tests/test_activations.py", "-k",
+                 "(compiled or bit_for_bit or kernel) and not avx2"]  # Not this test again.
+
+
+@needs_compiler
+@pytest.mark.skipif(platform.machine() != "x86_64", reason="x86-64-v3 is an x86 level")
+def test_kernels_built_for_avx2_alone_pass_the_kernel_tests():
+  # What an AVX2-only CPU compiles (-march=native there; README's AVX2 emulation): the
+  # kernel tests again, in a process whose first `load` builds for x86-64-v3, so that the
+  # tests' own `load()` calls return those kernels.
+  code = ("import sys\n"
+          "from mvae_tf import native_ops\n"
+          "assert native_ops.load(march='x86-64-v3').march == 'x86-64-v3'\n"
+          "import pytest\n"
+          "sys.exit(pytest.main(sys.argv[1:]))")
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  result = subprocess.run([sys.executable, "-c", code, "-q", "-p", "no:cacheprovider",
+                           *_KERNEL_TESTS], capture_output=True, text=True, cwd=root,
+                          timeout=600, check=False)
+  assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+  passed = re.search(r"(\d+) passed", result.stdout)
+  assert passed and int(passed.group(1)) >= 15, result.stdout[-2000:]
 
 
 def test_a_failed_build_says_what_the_compiler_said_and_leaves_nothing(tmp_path):
