@@ -76,6 +76,8 @@ def test_quick_benchmark_writes_every_key(tmp_path):
     ("benchmarks/grid_step.py", "--rounds=0", "--sprites and --rounds must be >= 1"),
     ("benchmarks/xla_step.py", "--rounds=0", "--sprites and --rounds must be >= 1"),
     ("benchmarks/native_step.py", "--sprites=0", "--sprites and --rounds must be >= 1"),
+    ("benchmarks/conv_ops.py", "--repeats=0",
+     "--sprites, --repeats and --iterations must be >= 1"),
     ("benchmarks/cpu_replicas_step.py", "--rounds=0", "--sprites and --rounds must be >= 1"),
     ("benchmarks/cpu_replicas_step.py", "--replicas=1,0",
      "--replicas must be distinct counts >= 1; received '1,0'"),
