@@ -39,6 +39,8 @@ from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 from absl import logging as absl_logging
 
+from mvae_tf import native_ops  # pylint: disable=g-import-not-at-top  (no TensorFlow)
+
 flags.DEFINE_string("json", None, "Also write the figures to this JSON file.")
 flags.DEFINE_bool("quick", False, "Tiny sizes and few repeats, to check that it runs.")
 flags.DEFINE_list("sprites", ["3", "8"], "Sprite counts to time training at.")
@@ -48,8 +50,8 @@ flags.DEFINE_integer("cpu_replicas", 2, "Also time the training step with the CP
 flags.DEFINE_list("precisions", None, "Training precisions to time (float32, "
                   "mixed_bfloat16); default: float32, and mixed_bfloat16 where the hardware "
                   "has bf16 units.")
-flags.DEFINE_string("kernel_march", "native", "The instruction set of the kernels compiled "
-                    "for the CPU (the compiler's -march): native, all of this CPU's; or a "
+flags.DEFINE_string("kernel_march", native_ops.NATIVE, "The instruction set of the kernels "
+                    "compiled for the CPU (the compiler's -march): native, all of this CPU's; or a "
                     "narrower one, such as x86-64-v3 (AVX2, no AVX-512) with "
                     "ONEDNN_MAX_CPU_ISA=AVX2 in the environment, to time the step as an "
                     "AVX2-only CPU would run it.")
@@ -141,7 +143,6 @@ _ANSWER = "replica_worker: "  # Starts each answer of `replica_worker`.
 def load_kernels(march):
   """Loads the compiled kernels for `march` first, so that every `training.Trainer` of
   this process runs them (`native_ops.load`); returns the `BuildError`, or None."""
-  from mvae_tf import native_ops  # pylint: disable=g-import-not-at-top
   try:
     native_ops.load(march=march)
   except native_ops.BuildError as e:
@@ -152,13 +153,13 @@ def load_kernels(march):
 def kernel_march_error(march):
   """The error for a `march` asked for by name (not "native") whose kernels cannot be
   built, or None; the tools refuse such a flag before any work."""
-  if march == "native":  # A failed build falls back to TF's ops, saying so.
+  if march == native_ops.NATIVE:  # A failed build falls back to TF's ops, saying so.
     return None
   error = load_kernels(march)
   return f"--kernel_march {march!r}: {error}" if error else None
 
 
-def replica_worker(replicas, quick, kernel_march="native"):
+def replica_worker(replicas, quick, kernel_march=native_ops.NATIVE):
   """Times the training step on `replicas` CPU replicas, on request, in this fresh process.
 
   `make_strategy` splits the CPU and its threads (`training.cpu_threads`), which TF fixes
@@ -190,7 +191,7 @@ def replica_worker(replicas, quick, kernel_march="native"):
 class ReplicaWorker:
   """A child process running `replica_worker`, so that its timings alternate with others'."""
 
-  def __init__(self, replicas, quick, kernel_march="native"):
+  def __init__(self, replicas, quick, kernel_march=native_ops.NATIVE):
     self.replicas = replicas
     code = (f"import benchmark; benchmark.replica_worker({replicas}, {quick}, "
             f"{kernel_march!r})")
@@ -330,7 +331,7 @@ def serving_figures(sizes):
   return figures
 
 
-def native_kernels_note(facts, march="native"):
+def native_kernels_note(facts, march=native_ops.NATIVE):
   """Whether the training steps timed here run the kernels compiled for the CPU, for which
   instruction set (`march`, loaded here first), and if not why (`training.Trainer`'s
   `native_kernels`, on by default)."""
@@ -339,7 +340,9 @@ def native_kernels_note(facts, march="native"):
   error = load_kernels(march)
   if error:
     return f"not used: {error}"
-  return "compiled for this CPU" if march == "native" else f"compiled for -march={march}"
+  if march == native_ops.NATIVE:
+    return "compiled for this CPU"
+  return f"compiled for -march={march}"
 
 
 def print_machine_and_kernels(march):

@@ -32,15 +32,8 @@ BATCH = 64
 
 def model_convolutions(sprites):
   """[(layer name, input shape, filter shape, has ELU)] of the default model's Conv2D ops."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from mvae_tf import config, model as model_lib  # pylint: disable=g-import-not-at-top
-  model_config = config.ModelConfig(num_objects=sprites + 2)
-  model = model_lib.build_model(model_config)
-  images = tf.TensorSpec([BATCH, *model_lib.IMAGE_SHAPE], tf.float32)
-  noise = tf.TensorSpec([BATCH, model_config.num_objects, model_config.latent_dim],
-                        tf.float32)
-  graph = tf.function(lambda x, eps: model(x, noise=eps)["logits"]).get_concrete_function(
-      images, noise).graph
+  from mvae_tf import config, flops  # pylint: disable=g-import-not-at-top
+  graph = flops.forward_graph(config.ModelConfig(num_objects=sprites + 2), BATCH)
   convolutions = []
   for op in graph.get_operations():
     if op.type != "Conv2D":

@@ -18,7 +18,8 @@ images/s of each count and its ratio to the first. `--layers=pytorch_reference` 
 model that `benchmarks/pytorch_reference.py` writes in PyTorch (the 4x4 grid with top-N
 selection and max pooling, the defaults when issue 8 was filed) instead of today's
 defaults. `--kernel_march` builds the kernels compiled for the CPU for another instruction
-set in every worker (as `benchmark.py`'s flag). A measuring tool only; the test suite does not run this.
+set in every worker (as `benchmark.py`'s flag). A measuring tool only; the test suite does
+not run this.
 """
 
 import argparse
@@ -29,6 +30,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import benchmark  # pylint: disable=g-import-not-at-top,wrong-import-position  (sets oneDNN on)
+from mvae_tf import native_ops  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 # The model settings (`config.ModelConfig` fields) of each --layers.
 LAYERS = {"default": {},
@@ -42,7 +44,7 @@ def main():
   parser.add_argument("--replicas", default="1,2",
                       help="comma-separated replica counts; the first is the reference")
   parser.add_argument("--rounds", type=int, default=12)
-  parser.add_argument("--kernel_march", default="native",
+  parser.add_argument("--kernel_march", default=native_ops.NATIVE,
                       help="the compiled kernels' instruction set (benchmark.py's flag)")
   parser.add_argument("--layers", default="default", choices=sorted(LAYERS))
   args = parser.parse_args()

@@ -23,6 +23,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import benchmark  # pylint: disable=g-import-not-at-top,wrong-import-position  (sets oneDNN on)
+from mvae_tf import native_ops  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 def main():
@@ -30,7 +31,7 @@ def main():
   parser.add_argument("--sprites", type=int, default=3)
   parser.add_argument("--precision", default="float32", choices=["float32", "mixed_bfloat16"])
   parser.add_argument("--rounds", type=int, default=12)
-  parser.add_argument("--kernel_march", default="native",
+  parser.add_argument("--kernel_march", default=native_ops.NATIVE,
                       help="the compiled kernels' instruction set (benchmark.py's flag)")
   args = parser.parse_args()
   if args.sprites < 1 or args.rounds < 1:

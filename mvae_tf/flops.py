@@ -56,18 +56,28 @@ def _op_flops(op):
   return 0
 
 
+def _graph(function, *input_specs):
+  return tf.function(function).get_concrete_function(*input_specs).graph
+
+
 def forward_flops(function, *input_specs):
   """FLOPs of `function` traced on fully static `input_specs` (its convs and matmuls)."""
-  graph = tf.function(function).get_concrete_function(*input_specs).graph
-  return sum(_op_flops(op) for op in graph.get_operations())
+  return sum(_op_flops(op) for op in _graph(function, *input_specs).get_operations())
+
+
+def forward_graph(model_config, batch=1):
+  """The graph of the model's forward pass (encode, g, pool, h) on `batch` images, with
+  static shapes throughout (`benchmarks/conv_ops.py` reads its convolutions)."""
+  model = model_lib.build_model(model_config)
+  images = tf.TensorSpec([batch, *model_lib.IMAGE_SHAPE], tf.float32)
+  noise = tf.TensorSpec([batch, model_config.num_objects, model_config.latent_dim],
+                        tf.float32)
+  return _graph(lambda x, eps: model(x, noise=eps)["logits"], images, noise)
 
 
 def forward_flops_per_image(model_config):
   """Forward FLOPs of one image through the model of `model_config` (encode, g, pool, h)."""
-  model = model_lib.build_model(model_config)
-  images = tf.TensorSpec([1, *model_lib.IMAGE_SHAPE], tf.float32)
-  noise = tf.TensorSpec([1, model_config.num_objects, model_config.latent_dim], tf.float32)
-  return forward_flops(lambda x, eps: model(x, noise=eps)["logits"], images, noise)
+  return sum(_op_flops(op) for op in forward_graph(model_config).get_operations())
 
 
 def training_flops_per_image(model_config):
