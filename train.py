@@ -41,7 +41,8 @@ flags.DEFINE_integer("num_objects", None,
 flags.DEFINE_integer("latent_dim", None, "D, latent size per object. Default: 12 for the "
                      "MVAE, 60 for the VAE (appendix A).")
 flags.DEFINE_enum("aggregation", _MODEL_DEFAULTS.aggregation, config_lib.AGGREGATIONS,
-                  "Symmetric pooling over objects: softmax (study round 3b; README), max "
+                  "Symmetric pooling over objects: softmax (study round 3b, "
+                  "docs/counting_study.md), max "
                   "(the paper's), sum, or gated_sum (each object's features times its own gate; "
                   "study round 16). MVAE only.")
 flags.DEFINE_enum("model", _MODEL_DEFAULTS.model, config_lib.MODELS,
@@ -50,12 +51,13 @@ flags.DEFINE_integer("num_pooling", None,
                      "Max-pooling layers in the encoder: the candidate grid is "
                      "64 / 2**num_pooling cells a side. Default: "
                      f"{config_lib.MVAE_NUM_POOLING} (16x16) for the MVAE, which won the "
-                     f"README's study; {config_lib.VAE_NUM_POOLING} (4x4) for the VAE.")
+                     f"study in docs/counting_study.md; {config_lib.VAE_NUM_POOLING} (4x4) "
+                     "for the VAE.")
 flags.DEFINE_integer("suppression_radius", None,
                      "0: keep the top-N cells by KL (the paper). r >= 1: after selecting a "
                      "cell, skip the cells within r of it (non-maximum suppression). "
-                     f"Default: {config_lib.MVAE_SUPPRESSION_RADIUS}, which won the README's "
-                     "study. MVAE only.")
+                     f"Default: {config_lib.MVAE_SUPPRESSION_RADIUS}, which won the study "
+                     "in docs/counting_study.md. MVAE only.")
 flags.DEFINE_float("suppression_kl_ratio", _MODEL_DEFAULTS.suppression_kl_ratio,
                    "With suppression, skip only the neighbours of a selected cell whose KL is "
                    "at most this fraction of its KL, so that a second sprite beside it can "
@@ -75,7 +77,8 @@ flags.DEFINE_boolean("position_in_cell", _MODEL_DEFAULTS.position_in_cell,
                      "(MVAE only; not in the paper).")
 flags.DEFINE_integer("kl_warmup_steps", _TRAIN_DEFAULTS.kl_warmup_steps,
                      "W: the KL term's weight in the objective rises linearly from 1/W to "
-                     "1 over the first W steps (won the README's study); 0: the paper's "
+                     "1 over the first W steps (won the study in docs/counting_study.md); "
+                     "0: the paper's "
                      "objective.")
 flags.DEFINE_float("kl_weight", _TRAIN_DEFAULTS.kl_weight,
                    "beta: the KL term's weight in the training objective after warm-up; 1 "
@@ -84,7 +87,8 @@ flags.DEFINE_float("kl_weight", _TRAIN_DEFAULTS.kl_weight,
 flags.DEFINE_float("unselected_kl_weight", None,
                    "0 (the paper), or beta: add beta times the KL of the candidate cells "
                    "that were not selected to the training objective (MVAE only). Default: "
-                   f"{config_lib.MVAE_UNSELECTED_KL_WEIGHT:g}, which won the README's study.")
+                   f"{config_lib.MVAE_UNSELECTED_KL_WEIGHT:g}, which won the study in "
+                   "docs/counting_study.md.")
 flags.DEFINE_integer("unselected_kl_steps", _TRAIN_DEFAULTS.unselected_kl_steps,
                      "0: --unselected_kl_final_steps ends the unselected cells' KL "
                      "(--unselected_kl_weight). S: it is charged at steps 1..S only, then "
@@ -92,7 +96,8 @@ flags.DEFINE_integer("unselected_kl_steps", _TRAIN_DEFAULTS.unselected_kl_steps,
                      "run resumes.")
 flags.DEFINE_integer("unselected_kl_final_steps", None,
                      "K: the last K steps of --train_steps take the paper's objective, "
-                     "without the unselected cells' KL (the README's study round 19: about "
+                     "without the unselected cells' KL (study round 19 in "
+                     "docs/counting_study.md: about "
                      "2 nats of ELBO for about 2 points of counting by the paper's KL "
                      "threshold at 3 sprites, 11 nats for 6-7 points at 8); 0 charges it "
                      "to the end. Default: "
@@ -108,7 +113,8 @@ flags.DEFINE_float("object_sparsity", _TRAIN_DEFAULTS.object_sparsity,
                    "the training objective, a cost that makes a sprite's information "
                    "cheaper in one object than spread over two (MVAE only). Default: "
                    f"{config_lib.MVAE_OBJECT_SPARSITY:g}, the paper's objective, which won "
-                   "the README's study round 14 against 5 (the shipped MVAEs' lambda).")
+                   "study round 14 in docs/counting_study.md against 5 (the shipped MVAEs' "
+                   "lambda).")
 flags.DEFINE_integer("batch_size", _TRAIN_DEFAULTS.batch_size,
                      "Global batch size, split evenly across replicas.")
 flags.DEFINE_integer("train_steps", _TRAIN_DEFAULTS.train_steps, "Total optimizer steps.")

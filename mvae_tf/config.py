@@ -14,12 +14,13 @@ import secrets
 
 MODELS = ("mvae", "vae")
 AGGREGATIONS = ("max", "sum", "softmax", "gated_sum")
-# The MVAE's default pooling over objects: softmax won study round 3b (README, "Object
-# counting"); the paper's is "max" (`--aggregation=max`). The VAE has nothing to pool.
+# The MVAE's default pooling over objects: softmax won study round 3b
+# (docs/counting_study.md); the paper's is "max" (`--aggregation=max`). The VAE has nothing
+# to pool.
 MVAE_AGGREGATION = "softmax"
 # The MVAE's default object sparsity lambda (`TrainConfig.object_sparsity`): 0, the paper's
 # objective. 5 won study rounds 5 and 6 on the 4x4 grid and was the default until round 14
-# (README, "Object counting"), where, on today's 8x8 grid with suppression and the
+# (docs/counting_study.md), where, on today's 8x8 grid with suppression and the
 # unselected cost, 0 counted better on four seeds of four on held-out scenes, with a higher
 # FG-ARI and exchange. The shipped MVAEs but the paper's were trained with 5. The VAE's
 # lambda is 0.
@@ -27,7 +28,7 @@ MVAE_OBJECT_SPARSITY = 0.0
 # The MVAE's default candidate grid, selection and cost on unselected cells. An 8x8 grid
 # (`num_pooling` 3), suppression of the 8 neighbours of each selected cell
 # (`suppression_radius` 1) and the KL of the cells not selected added once to the objective
-# (`unselected_kl_weight` 1) won study rounds 9 and 10 (README, "Object counting") on
+# (`unselected_kl_weight` 1) won study rounds 9 and 10 (docs/counting_study.md) on
 # counting on three seeds of four and on FG-ARI on all four. A 16x16 grid (`num_pooling`
 # 2) with the cells within 2 of each selected one suppressed, the same 20-pixel block at a
 # finer step, won study round 17: counting 6.5 to 7.1 points better on four seeds of four
@@ -46,7 +47,7 @@ MVAE_SUPPRESSION_RADIUS = 2
 MVAE_UNSELECTED_KL_WEIGHT = 1.0
 # The MVAE's default end phase: in a run of at least 50,000 steps, the last 8,000 train
 # without the unselected cells' cost, on the paper's objective (`unselected_kl_final_steps`).
-# Study round 19 (README, "Object counting") dropped the cost for 8,000 steps after 59,000
+# Study round 19 (docs/counting_study.md) dropped the cost for 8,000 steps after 59,000
 # with it (two seeds, scored on held-out scenes): the ELBO rose about 2 nats, level with
 # the VAE's, FG-ARI and exchange rose, and counting by the paper's protocol fell about 2
 # points (`pretrained/mvae_3sprites/67000`: every 3-sprite goal of issue 9 met); round 20 found
@@ -274,7 +275,8 @@ class TrainConfig:
     data_path, variant: the file and its variant, for dataset "multi_dsprites" only.
     kl_warmup_steps: W > 0 weights the KL term of the training loss by min(1, step / W):
       the encoder commits to cells before the rate penalty shapes them. 2000 by default,
-      which won the study in the README ("Object counting"); 0 is the paper's objective.
+      which won the study's first round (docs/counting_study.md); 0 is the paper's
+      objective.
       Only the gradient changes; the reported loss is the full negative ELBO.
     kl_weight: beta, the KL term's weight in the training objective once warmed up:
       nll + beta * kl. 1 is the ELBO (the paper). With beta > 1 an object must buy more
@@ -300,10 +302,10 @@ class TrainConfig:
     unselected_kl_final_steps: K >= 0: the last K steps of train_steps are taken without
       the unselected cells' KL, the paper's objective (steps train_steps - K + 1 ..
       train_steps), after it was charged at steps 1..train_steps - K: the two-phase end of
-      study round 19 in the README, where dropping the cost for the last 8,000 steps lifted
-      the ELBO about 2 nats, level with the VAE's, and counting fell about 2 points. Like
-      the learning rate's schedule it follows train_steps, so a resumed run with more
-      steps moves it. 0 charges the cost to the end. None (the default) is
+      study round 19 (docs/counting_study.md), where dropping the cost for the last 8,000
+      steps lifted the ELBO about 2 nats, level with the VAE's, and counting fell about 2
+      points. Like the learning rate's schedule it follows train_steps, so a resumed run
+      with more steps moves it. 0 charges the cost to the end. None (the default) is
       MVAE_UNSELECTED_KL_FINAL_STEPS for an MVAE run of at least
       MVAE_END_PHASE_MIN_TRAIN_STEPS that charges the cost and does not end it with
       `unselected_kl_steps`, else 0, filled in by `resolve_train_config`. It may change

@@ -78,7 +78,7 @@ def unselected_kl(kl_map, kl, free_nats=0.0):
   summed KL. Every selected object's KL is one cell of `kl_map`, so this is the map's sum
   minus theirs (and the selected cells' gradients cancel exactly). A tolerance tau > 0
   leaves each cell's first tau nats free, so the cost presses only on cells informative
-  enough to be counted (the KL map's counting threshold is about 15 nats, README study
+  enough to be counted (the KL map's counting threshold is about 15 nats, docs/counting_study.md,
   round 21) and not on the diffuse fraction of a nat that every other cell carries.
   """
   if free_nats:

@@ -102,7 +102,7 @@ def build(kernels_dir=KERNELS_DIR, cache_dir=None, compiler="c++", march=NATIVE)
     compiler: the C++ compiler, a name on PATH or a path.
     march: the compiler's `-march`: "native" (this CPU's instruction set), or a
       narrower one such as "x86-64-v3" (AVX2 and FMA, no AVX-512), to measure the kernels
-      as a CPU with less would run them (README, "Throughput": the AVX2 emulation).
+      as a CPU with less would run them (docs/throughput.md: the AVX2 emulation).
 
   Returns:
     The library's path.

@@ -15,7 +15,7 @@ The selected objects are returned in descending KL either way.
 
 Suppression by KL ratio (an option). Radius-1 suppression on an 8x8 grid also skips a
 second sprite that sits in the cell beside the first: two sprites under about 16 pixels
-apart are then read as one (README, study round 10). With `suppression_kl_ratio=ρ < 1` a
+apart are then read as one (docs/counting_study.md, round 10). With `suppression_kl_ratio=ρ < 1` a
 neighbour of a selected cell i is suppressed only if
 
   KL_j <= ρ · KL_i,

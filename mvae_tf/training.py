@@ -296,8 +296,8 @@ class Trainer:
   def _unselected_kl_weight(self):
     """The unselected cells' KL weight at the step being taken: `unselected_kl_weight`
     at steps 1..`unselected_kl_last_step` (every step when that is 0), then 0, the paper's
-    objective (README, study round 19): the last `unselected_kl_final_steps` of training,
-    or the steps after `unselected_kl_steps`."""
+    objective (docs/counting_study.md, round 19): the last `unselected_kl_final_steps` of
+    training, or the steps after `unselected_kl_steps`."""
     weight = self.train_config.unselected_kl_weight
     end = self.train_config.unselected_kl_last_step
     if not end:

@@ -32,7 +32,7 @@ def test_mvae_shapes():
 
 
 def test_the_default_mvae_selects_from_a_16x16_grid_cells_apart():
-  """Today's defaults (README, study round 17): a 16x16 grid, and suppression radius 2, so
+  """Today's defaults (docs/counting_study.md, round 17): a 16x16 grid, and suppression radius 2, so
   no two of the N objects come from cells within 2 of each other while 256 cells leave
   room. The same weights with top-N selection do pick neighbours (a smooth KL map peaks in
   clusters), so the spacing is the suppression's, not chance's."""

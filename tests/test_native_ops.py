@@ -134,7 +134,7 @@ _KERNEL_TESTS = ["tests/test_native_ops.py", "tests/test_upsampling.py", "tests/
 @needs_compiler
 @pytest.mark.skipif(platform.machine() != "x86_64", reason="x86-64-v3 is an x86 level")
 def test_kernels_built_for_avx2_alone_pass_the_kernel_tests():
-  # What an AVX2-only CPU compiles (-march=native there; README's AVX2 emulation): the
+  # What an AVX2-only CPU compiles (-march=native there; docs/throughput.md's AVX2 emulation): the
   # kernel tests again, in a process whose first `load` builds for x86-64-v3, so that the
   # tests' own `load()` calls return those kernels.
   code = ("import sys\n"

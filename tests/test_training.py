@@ -440,7 +440,8 @@ def test_the_unselected_costs_shape_does_not_apply_to_the_vae(name):
 
 @pytest.mark.parametrize("train_steps, settings, final", [
     (50_000, {}, 8000), (3_000_000, {}, 8000),
-    (49_999, {}, 0),  # Too short: the cost makes the objects first (README, round 22).
+    # Too short: the cost makes the objects first (docs/counting_study.md, round 22).
+    (49_999, {}, 0),
     (6000, {}, 0),  # The study's runs.
     (50_000, {"unselected_kl_weight": 0.0}, 0), (50_000, {"unselected_kl_steps": 40_000}, 0),
     (50_000, {"unselected_kl_final_steps": 0}, 0),
