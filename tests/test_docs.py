@@ -35,3 +35,24 @@ def test_links_resolve(page):
   base = os.path.dirname(os.path.join(ROOT, page))
   missing = [link for link in links if not os.path.exists(os.path.join(base, link))]
   assert not missing, f"{page} links to files that do not exist: {missing}"
+
+
+PROGRAMS = ["train.py", "export.py", "evaluate.py", "count_objects.py", "benchmark.py"]
+
+
+def _flag_names(program):
+  with open(os.path.join(ROOT, program)) as f:
+    return re.findall(r'flags\.DEFINE_\w+\(\s*"(\w+)"', f.read())
+
+
+def test_flag_names_known_answer():
+  assert "num_sprites" in _flag_names("train.py") and "json" in _flag_names("benchmark.py")
+
+
+@pytest.mark.parametrize("program", PROGRAMS)
+def test_every_flag_in_readme(program):
+  with open(os.path.join(ROOT, "README.md")) as f:
+    readme = f.read()
+  undocumented = [name for name in _flag_names(program)
+                  if not re.search(rf"--{name}\b", readme)]
+  assert not undocumented, f"the README never names these flags of {program}: {undocumented}"
