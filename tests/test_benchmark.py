@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -48,6 +49,12 @@ def test_quick_benchmark_writes_every_key(tmp_path):
       split = train["cpu_replicas"]
       assert split["replicas"] == 2 and _positive(split["images_per_sec"])
       assert abs(split["speedup"] - split["images_per_sec"] / train["images_per_sec"]) < 1e-9
+    if bf16:  # The bf16 step over the fp32 step of the same run (issue 8's goal: 2x).
+      by_precision = figures["train"][sprites]
+      assert by_precision["mixed_bfloat16"]["speedup_over_fp32"] == pytest.approx(
+          by_precision["mixed_bfloat16"]["images_per_sec"]
+          / by_precision["fp32"]["images_per_sec"])
+      assert "speedup_over_fp32" not in by_precision["fp32"]
   assert _positive(figures["train"]["3"]["fp32"]["unchecked_images_per_sec"])
   assert "nonfinite_check_cost" in figures["train"]["3"]["fp32"]
   assert _positive(figures["data"]["images_per_sec"])
@@ -59,6 +66,8 @@ def test_quick_benchmark_writes_every_key(tmp_path):
     assert figures["serving"][name]["p99_ms"] >= figures["serving"][name]["p50_ms"]
   assert _positive(figures["peak_rss_mb"])
   assert "training step" in result.stdout and "of matmul" in result.stdout
+  assert "x fp32" in result.stdout
+  assert bool(re.search(r"mixed_bfloat16( +[\d.]+){4} +[\d.]+x\n", result.stdout)) == bf16
   if shutil.which("c++"):
     assert figures["native_kernels"] == "compiled for this CPU"
     assert "kernels compiled for this CPU" in result.stdout
