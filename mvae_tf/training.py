@@ -864,7 +864,7 @@ def _train_loop(trainer, checkpoints, options, log, dataset_transform, restore_f
     stopped_by = stop.signal_name
   except _Preempted:
     stopped_by = "SIGTERM on a worker of the cluster"
-  except tf.errors.OpError as e:
+  except tf.errors.OpError:
     if multi_worker:
       log(f"The cluster failed during step {step + 1}.")
     raise

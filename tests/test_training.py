@@ -361,7 +361,6 @@ def test_the_unselected_cost_is_on_by_default_and_follows_suppression():
 def test_the_unselected_cost_spares_each_cells_free_nats():
   """With unselected_kl_free_nats=tau the step follows nll + kl + 0.5 * the left-out
   cells' sum of max(0, KL_c - tau), and differs from the step without the tolerance."""
-  from mvae_tf import losses
   def objective(terms, outputs, tau):
     flat, left_out = _left_out_cells(outputs)  # [B, H*W] twice
     return terms["nll"] + terms["kl"] + 0.5 * tf.reduce_sum(
