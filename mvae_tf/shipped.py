@@ -53,6 +53,15 @@ def summary_row(eval_dir, metrics):
     eval_dir: the directory that holds `metrics.json`, named as `export_path` expects.
     metrics: that file's contents, as `evaluate.py` writes them for a model directory.
   """
+  if "config" not in metrics.get("source", {}):
+    raise ValueError(f"{eval_dir}/metrics.json does not come from `evaluate.py --model_dir`: "
+                     "the table reads the run's config.json, which an export's evaluation "
+                     "does not record")
+  missing = [key for key in ("num_sprites", "object_counting", "segmentation",
+                             "entity_exchange", "test_elbo") if key not in metrics]
+  if missing:
+    raise ValueError(f"{eval_dir}/metrics.json lacks {', '.join(missing)}: not an evaluation "
+                     "of this project's scenes by evaluate.py")
   step = metrics["source"]["step"]
   model_config, train_config = config_lib.from_dict(metrics["source"]["config"])
   grid = 64 // 2 ** model_config.num_pooling

@@ -24,7 +24,8 @@ def test_pages_found():
 
 
 def test_relative_links_known_answer():
-  text = "see [a](docs/a.md), ![p](../p.png), [web](https://x.org/y), `f(x)[0](y)`\n```\n[c](d)\n```"
+  text = ("see [a](docs/a.md), ![p](../p.png), [web](https://x.org/y), `f(x)[0](y)`\n"
+          "```\n[c](d)\n```")
   assert _relative_links(text) == ["docs/a.md", "../p.png"]
 
 

@@ -63,6 +63,17 @@ def test_bad_evaluation_directory(tmp_path, eval_name, export, message):
     shipped.summary_row(os.path.join(tmp_path, eval_name), _metrics())
 
 
+def test_evaluation_of_an_export_or_of_other_data(tmp_path):
+  _ship(tmp_path, "m_eval", {}, export="m/700")
+  of_export = {**_metrics(), "source": {"saved_model": "/tmp/e/700", "step": 700}}
+  with pytest.raises(ValueError, match="does not come from `evaluate.py --model_dir`"):
+    shipped.summary_row(os.path.join(tmp_path, "m_eval"), of_export)
+  multi_dsprites = {"source": _metrics()["source"], "multi_dsprites": {}}
+  with pytest.raises(ValueError, match="lacks num_sprites, object_counting, segmentation, "
+                                       "entity_exchange, test_elbo"):
+    shipped.summary_row(os.path.join(tmp_path, "m_eval"), multi_dsprites)
+
+
 def test_no_evaluations(tmp_path):
   with pytest.raises(ValueError, match="no .*_eval/metrics.json"):
     shipped.summary_table(str(tmp_path))
