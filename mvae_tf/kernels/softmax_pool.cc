@@ -48,6 +48,14 @@ void PoolAt(const S* objects, const float* weights, const PoolShape& s, int64_t 
   }
 }
 
+// The shapes of o_pool [B, P..., C] and of the weights [B, N, P..., 1] (`objects` of rank >= 3).
+void OutputShapes(const TensorShape& objects, TensorShape* pooled, TensorShape* weights) {
+  *pooled = objects;
+  pooled->RemoveDim(1);
+  *weights = objects;
+  weights->set_dim(objects.dims() - 1, 1);
+}
+
 // The weights at one position: w_n = softmax over n of o_n,0, written to weights[at_n].
 template <typename S>
 void WeightsAt(const S* objects, const PoolShape& s, int64_t b, int64_t p, float* weights) {
@@ -79,9 +87,8 @@ class SoftmaxPoolOp : public OpKernel {
                     "received shape ", objects.shape().DebugString()));
     PoolShape s;
     ReadShape(objects, &s);
-    TensorShape pooled_shape = objects.shape(), weights_shape = objects.shape();
-    pooled_shape.RemoveDim(1);
-    weights_shape.set_dim(objects.dims() - 1, 1);
+    TensorShape pooled_shape, weights_shape;
+    OutputShapes(objects.shape(), &pooled_shape, &weights_shape);
     Tensor *pooled_tensor = nullptr, *weights_tensor = nullptr;
     OP_REQUIRES_OK(context, context->allocate_output(0, pooled_shape, &pooled_tensor));
     OP_REQUIRES_OK(context, context->allocate_output(1, weights_shape, &weights_tensor));
@@ -114,11 +121,8 @@ class SoftmaxPoolGradOp : public OpKernel {
     const Tensor& objects = context->input(0);
     const Tensor& weights = context->input(1);
     const Tensor& gradients = context->input(2);
-    TensorShape pooled_shape = objects.shape(), weights_shape = objects.shape();
-    if (objects.dims() >= 3) {
-      pooled_shape.RemoveDim(1);
-      weights_shape.set_dim(objects.dims() - 1, 1);
-    }
+    TensorShape pooled_shape, weights_shape;
+    if (objects.dims() >= 3) OutputShapes(objects.shape(), &pooled_shape, &weights_shape);
     OP_REQUIRES(context, objects.dims() >= 3 && weights.shape() == weights_shape &&
                              gradients.shape() == pooled_shape,
                 tensorflow::errors::InvalidArgument(
