@@ -68,28 +68,43 @@ def _fail(message):
   sys.exit(2)
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+# The flags that count scenes (or pairs of scenes), each at least 1.
+SCENE_COUNT_FLAGS = ("elbo_scenes", "search_scenes", "test_scenes", "segmentation_scenes",
+                     "exchange_pairs", "sequential_scenes")
+
+
+def _check_flags():
+  """Every flag that needs no TensorFlow to check, before anything is loaded."""
   if bool(FLAGS.model_dir) == bool(FLAGS.saved_model):
     _fail("give exactly one of --model_dir and --saved_model")
   if not FLAGS.output_dir:
     _fail("--output_dir is required")
+  if os.path.exists(FLAGS.output_dir) and not os.path.isdir(FLAGS.output_dir):
+    _fail(f"--output_dir {FLAGS.output_dir!r} is a file, not a directory")
+  for flag in SCENE_COUNT_FLAGS:
+    if getattr(FLAGS, flag) < 1:
+      _fail(f"--{flag} must be >= 1; received {getattr(FLAGS, flag)}")
+  if FLAGS.seed < 0:
+    _fail(f"--seed must be >= 0; received {FLAGS.seed}")
   if FLAGS.num_sprites is not None and FLAGS.num_sprites < 1:
     _fail(f"--num_sprites must be >= 1; received {FLAGS.num_sprites}")
   if FLAGS.presence_prob is not None and not 0 <= FLAGS.presence_prob <= 1:
     _fail(f"--presence_prob must be between 0 and 1; received {FLAGS.presence_prob}")
   if FLAGS.vae_model_dir and FLAGS.vae_saved_model:
     _fail("give at most one of --vae_model_dir and --vae_saved_model")
-  for flag in ("saved_model", "vae_saved_model"):
-    path = getattr(FLAGS, flag)
-    if path and not os.path.isfile(os.path.join(path, "saved_model.pb")):
-      _fail(f"--{flag} {path!r} holds no saved_model.pb: give one exported version, E/<V>")
   if bool(FLAGS.data_path) != bool(FLAGS.variant):
     _fail("--data_path and --variant go together")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+  _check_flags()
   import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from mvae_tf import checkpoints, config, evaluation, figures, tb_logs  # pylint: disable=g-import-not-at-top
+  # pylint: disable=g-import-not-at-top
+  from mvae_tf import checkpoints, config, evaluation, figures, tb_logs, trained
+  # pylint: enable=g-import-not-at-top
   if FLAGS.data_path:
     from mvae_tf import multi_dsprites  # pylint: disable=g-import-not-at-top
     try:
@@ -97,60 +112,32 @@ def main(argv):
     except config.ConfigError as e:
       _fail(str(e))
 
-  def load_run(model_dir, flag):
+  def load(model_dir_flag, saved_model_flag):
+    """The model of whichever of the two flags is set, or None."""
+    model_dir, saved_model = getattr(FLAGS, model_dir_flag), getattr(FLAGS, saved_model_flag)
     try:
-      model, model_config, train_config, step = checkpoints.restore_model(model_dir)
+      if model_dir:
+        return trained.from_run(model_dir)
+      return trained.from_export(saved_model) if saved_model else None
     except (checkpoints.CheckpointError, config.ConfigError) as e:
-      _fail(str(e).replace("--model_dir", f"--{flag}", 1))
-    return evaluation.Codec.from_model(model), model_config, train_config, step
+      if model_dir:
+        _fail(str(e).replace("--model_dir", f"--{model_dir_flag}", 1))
+      _fail(f"--{saved_model_flag} {e}")
 
-  def load_export(path, flag):
-    """(codec, metadata) of an export; metadata's strings decoded, numbers as Python's."""
+  # Everything is loaded before any work, so a bad path fails at once.
+  vae = load("vae_model_dir", "vae_saved_model")
+  if vae and vae.model != "vae":
+    flag = "vae_model_dir" if FLAGS.vae_model_dir else "vae_saved_model"
+    kind = "run" if FLAGS.vae_model_dir else "export"
+    _fail(f"--{flag} {getattr(FLAGS, flag)!r} holds a --model={vae.model} {kind}, not a VAE")
+  model = load("model_dir", "saved_model")
+  codec, step, source = model.codec, model.step, model.source
+  if not FLAGS.data_path:  # Multi-dSprites brings its own scenes.
     try:
-      codec = evaluation.Codec.from_saved_model(path)
-      metadata = {k: v.numpy().decode() if v.dtype == tf.string else v.numpy().item()
-                  for k, v in codec.loaded.signatures["metadata"]().items()}
-    except (ValueError, KeyError, OSError, tf.errors.OpError) as e:
-      _fail(f"--{flag} {path!r} cannot be loaded as an mvae_tf export: "
-            f"{config.error_summary(e)}")
-    return codec, metadata
-
-  # Everything is loaded before any work, so a bad path fails at once. The VAE baseline is
-  # (codec, step, where it came from, the run directory whose curve to draw or None).
-  vae = None
-  if FLAGS.vae_model_dir:
-    vae_codec, vae_config, _, vae_step = load_run(FLAGS.vae_model_dir, "vae_model_dir")
-    if vae_config.model != "vae":
-      _fail(f"--vae_model_dir {FLAGS.vae_model_dir!r} holds a --model={vae_config.model} "
-            "run, not a VAE")
-    vae = (vae_codec, vae_step, {"model_dir": FLAGS.vae_model_dir}, FLAGS.vae_model_dir)
-  elif FLAGS.vae_saved_model:
-    vae_codec, vae_metadata = load_export(FLAGS.vae_saved_model, "vae_saved_model")
-    if vae_metadata.get("model") != "vae":
-      _fail(f"--vae_saved_model {FLAGS.vae_saved_model!r} holds a "
-            f"--model={vae_metadata.get('model')} export, not a VAE")
-    vae = (vae_codec, int(vae_metadata["step"]), {"saved_model": FLAGS.vae_saved_model}, None)
-  if FLAGS.model_dir:
-    codec, model_config, train_config, step = load_run(FLAGS.model_dir, "model_dir")
-    trained_on = {"num_sprites": train_config.num_sprites,
-                  "presence_prob": train_config.presence_prob}
-    source = {"model_dir": FLAGS.model_dir, "step": step, "config": config.to_dict(
-        model_config, train_config)}
-  else:
-    codec, metadata = load_export(FLAGS.saved_model, "saved_model")
-    step = int(metadata["step"])
-    # Exports made before the metadata recorded the data say -1 or nothing.
-    trained_on = {"num_sprites": metadata.get("num_sprites", -1),
-                  "presence_prob": metadata.get("presence_prob", -1.0)}
-    if trained_on["num_sprites"] < 1 and FLAGS.num_sprites is None:
-      _fail(f"--num_sprites is required: the export {FLAGS.saved_model!r} does not record "
-            "the data it was trained on")
-    if trained_on["presence_prob"] < 0:
-      trained_on["presence_prob"] = config.TrainConfig().presence_prob
-    source = {"saved_model": FLAGS.saved_model, "step": step, "metadata": metadata}
-  num_sprites = FLAGS.num_sprites or trained_on["num_sprites"]
-  presence_prob = (trained_on["presence_prob"] if FLAGS.presence_prob is None
-                   else FLAGS.presence_prob)
+      num_sprites, presence_prob = model.scene_settings(FLAGS.num_sprites,
+                                                        FLAGS.presence_prob)
+    except config.ConfigError as e:
+      _fail(f"--num_sprites is required: {e}")
   os.makedirs(FLAGS.output_dir, exist_ok=True)
   if FLAGS.data_path:
     print(f"Evaluating on {FLAGS.data_path} ({FLAGS.variant})", flush=True)
@@ -212,19 +199,18 @@ def main(argv):
       curves["MVAE"] = (steps, elbo)
   if vae:
     progress("VAE baseline")
-    vae_codec, vae_step, vae_source, vae_run_dir = vae
-    vae_elbo = evaluation.test_elbo(vae_codec, num_sprites, FLAGS.elbo_scenes, seed + 1,
+    vae_elbo = evaluation.test_elbo(vae.codec, num_sprites, FLAGS.elbo_scenes, seed + 1,
                                     presence_prob)
     results["vae_baseline"] = {
-        **vae_source, "step": vae_step, "test_elbo": vae_elbo,
+        **vae.source, "test_elbo": vae_elbo,
         "mvae_minus_vae_elbo": results["test_elbo"]["elbo"] - vae_elbo["elbo"],
         "mvae_minus_vae_elbo_by_scene": evaluation.elbo_gap_by_scene(
             results["test_elbo"]["by_scene"], vae_elbo["by_scene"])}
     written["vae_traversals.png"] = figures.traversals(
-        vae_codec, busiest, dims=range(vae_codec.latent_dim),
+        vae.codec, busiest, dims=range(vae.codec.latent_dim),
         title="VAE latent traversals (paper Fig. 5)")
-    if vae_run_dir:
-      steps, elbo = tb_logs.read_scalars(vae_run_dir, "train/elbo")
+    if FLAGS.vae_model_dir:  # An export keeps no training curve.
+      steps, elbo = tb_logs.read_scalars(FLAGS.vae_model_dir, "train/elbo")
       if len(steps):
         curves["VAE"] = (steps, elbo)
   if curves:

@@ -12,6 +12,7 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
+from mvae_tf import config
 from mvae_tf import counting
 from mvae_tf import data
 from mvae_tf import losses
@@ -89,10 +90,19 @@ def _scene_facts(seed, batch_size, presence_prob):
 
 
 def scenes(num_sprites, num_scenes, seed, batch_size=SCENE_BATCH, presence_prob=0.5):
-  """Fresh scenes as numpy batches (dicts), `num_scenes` in all."""
+  """Fresh scenes as numpy batches (dicts), `num_scenes` in all.
+
+  Raises ValueError for a bad argument at the call, not at the first batch.
+  """
+  config.check_int("num_scenes", num_scenes, 1)
   num_batches = -(-num_scenes // batch_size)
-  for i, batch in enumerate(data.make_dataset(num_sprites, batch_size, seed, presence_prob,
-                                              num_batches=num_batches)):
+  dataset = data.make_dataset(num_sprites, batch_size, seed, presence_prob,
+                              num_batches=num_batches)
+  return _numpy_batches(dataset, num_scenes, batch_size)
+
+
+def _numpy_batches(dataset, num_scenes, batch_size):
+  for i, batch in enumerate(dataset):
     keep = min(batch_size, num_scenes - i * batch_size)
     yield {k: v.numpy()[:keep] for k, v in batch.items()}
 
@@ -409,6 +419,7 @@ def entity_exchange(codec, num_sprites, num_pairs, seed, presence_prob=0.5):
   A swap succeeds when the two have IoU >= EXCHANGE_IOU. Pairs where either scene is empty
   are skipped.
   """
+  config.check_int("num_pairs", num_pairs, 1)
   successes, ious = [], []
   batches = scenes(num_sprites, 2 * num_pairs, seed, presence_prob=presence_prob)
   for batch in batches:

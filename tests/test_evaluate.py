@@ -99,6 +99,7 @@ def test_evaluate_flag_errors(tmp_path, runs, exports):
   mvae_dir, vae_dir = runs
   empty = tmp_path / "empty"
   empty.mkdir()
+  (tmp_path / "a_file").write_text("not a directory")
   out = f"--output_dir={tmp_path}/o"
   for flags, message in [
       ([f"--output_dir={tmp_path}"], "exactly one of"),
@@ -116,6 +117,14 @@ def test_evaluate_flag_errors(tmp_path, runs, exports):
       ([f"--model_dir={mvae_dir}", f"--vae_saved_model={exports[0]}", out],
        "holds a --model=mvae export, not a VAE"),
       ([f"--model_dir={mvae_dir}", "--presence_prob=1.5", out], "--presence_prob must be"),
+      # Bad scene counts and seeds fail at once, not in the stage that uses them.
+      *[([f"--model_dir={mvae_dir}", f"--{flag}=0", out], f"--{flag} must be >= 1; "
+         "received 0") for flag in ("elbo_scenes", "search_scenes", "test_scenes",
+                                    "segmentation_scenes", "exchange_pairs",
+                                    "sequential_scenes")],
+      ([f"--model_dir={mvae_dir}", "--seed=-1", out], "--seed must be >= 0; received -1"),
+      ([f"--model_dir={mvae_dir}", f"--output_dir={tmp_path}/a_file"],
+       "--output_dir '.*a_file' is a file, not a directory"),
   ]:
     result = _evaluate(*flags)
     assert result.returncode == 2, (flags, result.stderr[-2000:])
@@ -166,15 +175,40 @@ def test_evaluate_a_saved_model_reads_the_data_from_its_metadata(tmp_path, expor
   assert confusion.shape[0] == 2 and confusion[0].sum() == 0  # Every scene has its sprite.
 
 
-def test_count_objects_errors(tmp_path):
+def _count_objects(*flags):
+  return subprocess.run([sys.executable, os.path.join(ROOT, "count_objects.py"), *flags],
+                        capture_output=True, text=True, timeout=300, cwd=ROOT)
+
+
+def test_count_objects_flag_errors(tmp_path, runs, exports):
+  mvae_dir, _ = runs
   empty = tmp_path / "empty"
   empty.mkdir()
-  result = subprocess.run(
-      [sys.executable, os.path.join(ROOT, "count_objects.py"), f"--model_dir={empty}"],
-      capture_output=True, text=True, timeout=300, cwd=ROOT)
-  assert result.returncode == 2 and "Traceback" not in result.stderr
-  errors = [l for l in result.stderr.splitlines() if l.startswith("count_objects.py: error")]
-  assert len(errors) == 1 and "is empty" in errors[0], result.stderr[-2000:]
+  output = tmp_path / "count.json"
+  for flags, message in [
+      ([], "exactly one of --model_dir and --saved_model"),
+      ([f"--model_dir={mvae_dir}", f"--saved_model={exports[0]}"], "exactly one of"),
+      ([f"--model_dir={empty}"], "--model_dir '.*empty' is empty"),
+      ([f"--saved_model={empty}"], "--saved_model '.*empty' holds no saved_model.pb"),
+      ([f"--model_dir={mvae_dir}", "--search_scenes=0"],
+       "--search_scenes must be >= 1; received 0"),
+      ([f"--model_dir={mvae_dir}", "--test_scenes=-3"],
+       "--test_scenes must be >= 1; received -3"),
+      ([f"--model_dir={mvae_dir}", "--test_seed=-1"], "--test_seed must be >= 0"),
+      ([f"--model_dir={mvae_dir}", "--num_sprites=0"], "--num_sprites must be >= 1"),
+      ([f"--model_dir={mvae_dir}", "--presence_prob=2"], "--presence_prob must be between"),
+      ([f"--model_dir={mvae_dir}", f"--output={tmp_path}"], "--output .*: give a file in"),
+      ([f"--model_dir={mvae_dir}", f"--output={tmp_path}/missing/count.json"],
+       "an existing directory"),
+      ([f"--model_dir={mvae_dir}", f"--output={output}", "extra"], "Unexpected arguments"),
+  ]:
+    result = _count_objects(*flags)
+    assert result.returncode != 0 and "Traceback" not in result.stderr, flags
+    errors = [l for l in result.stderr.splitlines()
+              if l.startswith(("count_objects.py: error", "FATAL Flags parsing error"))
+              or "Unexpected arguments" in l]
+    assert errors and re.search(message, errors[0]), (flags, result.stderr[-2000:])
+    assert not output.exists(), flags  # Failed before any work.
 
 
 def test_restoring_a_missing_empty_or_misconfigured_model_dir_is_one_clear_error(tmp_path):
@@ -195,13 +229,14 @@ def test_restoring_a_missing_empty_or_misconfigured_model_dir_is_one_clear_error
 def test_count_objects_reports_the_protocol(tmp_path, runs):
   mvae_dir, _ = runs
   output = tmp_path / "count.json"
-  result = subprocess.run(
-      [sys.executable, os.path.join(ROOT, "count_objects.py"), f"--model_dir={mvae_dir}",
-       "--search_scenes=64", "--test_scenes=96", "--search_seed=5", "--test_seed=6",
-       f"--output={output}"], capture_output=True, text=True, timeout=300, cwd=ROOT)
+  result = _count_objects(f"--model_dir={mvae_dir}", "--search_scenes=64", "--test_scenes=96",
+                          "--search_seed=5", "--test_seed=6", f"--output={output}")
   assert result.returncode == 0, result.stderr[-2000:]
   counted = json.loads(output.read_text())
   assert counted == json.loads(result.stdout)
+  grid = config.ModelConfig("mvae", num_objects=3, latent_dim=4).kl_map_size
+  assert (counted["model_dir"], counted["step"], counted["grid"]) == (mvae_dir, 3, grid)
+  assert (counted["num_sprites"], counted["presence_prob"]) == (2, 0.5)
   assert (counted["search"]["scenes"], counted["test"]["scenes"]) == (64, 96)
   assert (counted["search"]["seed"], counted["test"]["seed"]) == (5, 6)
   matrix = np.array(counted["test"]["confusion_true_by_predicted"])
@@ -209,6 +244,30 @@ def test_count_objects_reports_the_protocol(tmp_path, runs):
   assert np.trace(matrix) / 96 == pytest.approx(counted["test"]["accuracy"])
   _assert_centre_cell_reference(counted, num_sprites=2)
   _assert_error_breakdown(counted)
+
+
+def test_count_objects_on_an_export_counts_as_on_its_run(tmp_path, runs, exports):
+  """The export of a run's last step encodes the same KL maps, so counting on the same
+  scenes gives the same confusion matrix; the flags override the data it records."""
+  mvae_dir, _ = runs
+  flags = ["--search_scenes=64", "--test_scenes=64", "--search_seed=5", "--test_seed=6"]
+  by_run = json.loads(_count_objects(f"--model_dir={mvae_dir}", *flags).stdout)
+  result = _count_objects(f"--saved_model={exports[0]}", *flags)
+  assert result.returncode == 0, result.stderr[-2000:]
+  by_export = json.loads(result.stdout)
+  assert by_export["saved_model"] == exports[0] and "model_dir" not in by_export
+  for key in ("step", "grid", "num_sprites", "presence_prob"):
+    assert by_export[key] == by_run[key], key
+  assert (by_export["test"]["confusion_true_by_predicted"]
+          == by_run["test"]["confusion_true_by_predicted"])
+  assert by_export["test"]["accuracy"] == pytest.approx(by_run["test"]["accuracy"])
+  result = _count_objects(f"--saved_model={exports[0]}", "--num_sprites=1",
+                          "--presence_prob=1", *flags)
+  assert result.returncode == 0, result.stderr[-2000:]
+  overridden = json.loads(result.stdout)
+  assert (overridden["num_sprites"], overridden["presence_prob"]) == (1, 1.0)
+  matrix = np.array(overridden["test"]["confusion_true_by_predicted"])
+  assert matrix.shape[0] == 2 and matrix[0].sum() == 0  # Every scene has its one sprite.
 
 
 def test_numpy_sigmoid_matches_tf_without_overflow():
