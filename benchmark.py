@@ -103,24 +103,27 @@ def training_steps(num_sprites, precision, sizes, check_finite=True, jit_compile
 
   `jit_compile` compiles each replica's forward and backward pass with XLA (Adam's update
   and the all-reduce stay outside); `benchmarks/xla_step.py` uses it to measure XLA.
-  `strategy` defaults to `training.make_strategy()` (one replica on a CPU).
+  `strategy` defaults to `distribution.make_strategy()` (one replica on a CPU).
   `native_kernels` is `training.Trainer`'s (`benchmarks/native_step.py` compares).
   `model_settings` are `config.ModelConfig` fields other than the defaults (such as
   `num_pooling`; `benchmarks/grid_step.py` times grids with them).
   """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from mvae_tf import config, training  # pylint: disable=g-import-not-at-top
+  # pylint: disable=g-import-not-at-top
+  from mvae_tf import config, distribution, training, training_data
+  # pylint: enable=g-import-not-at-top
   model_config = config.ModelConfig(num_objects=num_sprites + 2, **model_settings)
   train_config = config.TrainConfig(num_sprites=num_sprites, batch_size=sizes.batch,
                                     precision=precision)
-  trainer = training.Trainer(model_config, train_config, strategy or training.make_strategy(),
+  trainer = training.Trainer(model_config, train_config,
+                             strategy or distribution.make_strategy(),
                              check_finite=check_finite, native_kernels=native_kernels)
   if trainer.native_kernel_error:
     print(f"native kernels: {trainer.native_kernel_error}", file=sys.stderr)
   if jit_compile:
     trainer._replica_gradients = tf.function(  # pylint: disable=protected-access
         trainer._replica_gradients, jit_compile=True)  # pylint: disable=protected-access
-  dataset = training.training_dataset(model_config, train_config).take(1).cache().repeat()
+  dataset = training_data.training_dataset(model_config, train_config).take(1).cache().repeat()
   batch = next(iter(trainer.distribute(dataset)))
 
   def steps():
@@ -162,7 +165,7 @@ def kernel_march_error(march):
 def replica_worker(replicas, quick, kernel_march=native_ops.NATIVE):
   """Times the training step on `replicas` CPU replicas, on request, in this fresh process.
 
-  `make_strategy` splits the CPU and its threads (`training.cpu_threads`), which TF fixes
+  `make_strategy` splits the CPU and its threads (`distribution.cpu_threads`), which TF fixes
   when it starts, so this runs in a process of its own (`ReplicaWorker`). It reads lines
   from stdin: "build SPRITES PRECISION SETTINGS" builds that step (as `training_steps`, with
   the JSON object SETTINGS as its model settings) and warms it up, answering "ready"; "time"
@@ -170,8 +173,8 @@ def replica_worker(replicas, quick, kernel_march=native_ops.NATIVE):
   anything else a library prints to stdout cannot be taken for one.
   """
   import json  # pylint: disable=g-import-not-at-top
-  from mvae_tf import training  # pylint: disable=g-import-not-at-top
-  strategy = training.make_strategy(num_cpu_devices=replicas)
+  from mvae_tf import distribution  # pylint: disable=g-import-not-at-top
+  strategy = distribution.make_strategy(num_cpu_devices=replicas)
   load_kernels(kernel_march)  # A failure is the Trainer's to report.
   sizes, steps = Sizes(quick), None
   answer = lambda text: print(f"{_ANSWER}{text}", flush=True)
@@ -271,10 +274,10 @@ def compare_steps(description, variants, argv=None):
 
 def data_rate(num_sprites, sizes):
   """Images/s of the tf.data pipeline alone (rendering, batching, noise)."""
-  from mvae_tf import config, training  # pylint: disable=g-import-not-at-top
+  from mvae_tf import config, training_data  # pylint: disable=g-import-not-at-top
   model_config = config.ModelConfig(num_objects=num_sprites + 2)
   train_config = config.TrainConfig(num_sprites=num_sprites, batch_size=sizes.batch)
-  iterator = iter(training.training_dataset(model_config, train_config))
+  iterator = iter(training_data.training_dataset(model_config, train_config))
   batches = 10 * sizes.steps
 
   def take():

@@ -270,19 +270,19 @@ def main(argv):
     model_config, train_config = configs_from_flags()
   except config_lib.ConfigError as e:
     _fail(e, 2)
-  from mvae_tf import training  # pylint: disable=g-import-not-at-top
+  from mvae_tf import checkpoints, distribution, training  # pylint: disable=g-import-not-at-top
   try:
     if FLAGS.strategy == "multi_worker":
-      strategy = training.make_multi_worker_strategy(FLAGS.collective_timeout_secs)
+      strategy = distribution.make_multi_worker_strategy(FLAGS.collective_timeout_secs)
     else:
-      strategy = training.make_strategy(num_cpu_devices=FLAGS.num_cpu_devices)
-    training.check_replicas(train_config, strategy)
+      strategy = distribution.make_strategy(num_cpu_devices=FLAGS.num_cpu_devices)
+    distribution.check_replicas(train_config, strategy)
     training.train(model_config, train_config, FLAGS.model_dir, strategy, loop_options(),
                    log=lambda line: print(line, flush=True), restore_from=FLAGS.restore_from,
                    init_from=FLAGS.init_from, native_kernels=FLAGS.native_kernels)
   except config_lib.ConfigError as e:
     _fail(e, 2)
-  except (training.TrainingDiverged, training.CheckpointWriteError,
+  except (training.TrainingDiverged, checkpoints.CheckpointWriteError,
           training.ClusterError) as e:
     _fail(e, 1)
 

@@ -6,7 +6,7 @@ r"""One CPU replica or several: the training step timed in alternation, on the s
                                          [--kernel_march native]
 
 `train.py --num_cpu_devices=N` splits the CPU into N replicas, each op on cores // N
-threads and N ops at once (`training.make_strategy`). Thread counts are fixed when
+threads and N ops at once (`distribution.make_strategy`). Thread counts are fixed when
 TensorFlow starts, so each replica count needs its own process: this tool starts one
 `benchmark.ReplicaWorker` per entry of `--replicas`, each of which builds the full training
 step exactly as `benchmark.py` times it (`benchmark.training_steps`: the default model,

@@ -26,11 +26,13 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 def trace_step(logdir, sprites, precision, batch, steps):
   """Traces `steps` training steps into `logdir`; returns the .xplane.pb files written."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from mvae_tf import config, training  # pylint: disable=g-import-not-at-top
+  # pylint: disable=g-import-not-at-top
+  from mvae_tf import config, distribution, training, training_data
+  # pylint: enable=g-import-not-at-top
   model_config = config.ModelConfig(num_objects=sprites + 2)
   train_config = config.TrainConfig(num_sprites=sprites, batch_size=batch, precision=precision)
-  trainer = training.Trainer(model_config, train_config, training.make_strategy())
-  dataset = training.training_dataset(model_config, train_config).take(1).cache().repeat()
+  trainer = training.Trainer(model_config, train_config, distribution.make_strategy())
+  dataset = training_data.training_dataset(model_config, train_config).take(1).cache().repeat()
   batch_data = next(iter(trainer.distribute(dataset)))
   for _ in range(5):  # Warm-up: tracing, oneDNN's primitive caches.
     float(trainer.train_step(batch_data)["loss"])

@@ -1,21 +1,20 @@
-"""Distributed training of the MVAE: the step, the model directory and the loop.
+"""Distributed training of the MVAE: the step and the loop.
 
 The step (`Trainer.train_step`) is a pure per-replica function run under a
-`tf.distribute.MirroredStrategy`: each replica computes the summed negative ELBO of its
-share of the global batch divided by the *global* batch size, so that the all-reduced
-gradients are exactly those of the mean loss over the global batch, whatever the number of
-replicas. The reparameterisation noise eps travels with the batch (it is drawn in the input
-pipeline from the run's seed and the batch's index), so a step is a deterministic function of
-(weights, batch): one replica and two replicas compute the same step.
+`tf.distribute` strategy (`distribution`): each replica computes the summed negative ELBO
+of its share of the global batch divided by the *global* batch size, so that the
+all-reduced gradients are exactly those of the mean loss over the global batch, whatever
+the number of replicas. The reparameterisation noise eps travels with the batch
+(`training_data`), so a step is a deterministic function of (weights, batch): one replica
+and two replicas compute the same step.
 
-The model directory holds `config.json` (the run's configuration, which export and
-evaluation read back), TF checkpoints (model and optimizer, step = optimizer.iterations)
-and TensorBoard event files.
+The loop (`train`) checks the model directory and records the run's configuration
+(`run_dir`), resumes from and saves checkpoints (`checkpoints`), writes TensorBoard
+summaries and a progress line, and stops cleanly on SIGTERM, SIGINT or a preemption notice.
 """
 
 import dataclasses
 import hashlib
-import os
 import shutil
 import signal
 import sys
@@ -26,175 +25,19 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from mvae_tf import checkpoints as checkpoints_lib
 from mvae_tf import config as config_lib
-from mvae_tf import data
+from mvae_tf import distribution
 from mvae_tf import losses
 from mvae_tf import machine
 from mvae_tf import model as model_lib
-from mvae_tf import multi_dsprites
 from mvae_tf import native_ops
+from mvae_tf import run_dir
 from mvae_tf import schedule
+from mvae_tf import training_data
 from mvae_tf import warm_start
 
 NUM_SUMMARY_IMAGES = 8
-
-
-def cpu_threads(num_cpu_devices, cores=None):
-  """(intra-op, inter-op) thread counts that give each of `num_cpu_devices` replicas its cores.
-
-  One replica uses TF's defaults (0, 0: every core for each op). Split into N replicas, the
-  CPU runs best with each op on cores // N threads and N ops at once, so that every replica
-  computes its share of the batch on its own cores instead of all replicas' ops taking turns
-  on all cores (small convolutions gain little from a second thread). `cores` defaults to
-  the cores this process may run on (`taskset` limits them).
-  """
-  if num_cpu_devices < 1:
-    raise ValueError(f"num_cpu_devices must be >= 1; received {num_cpu_devices}")
-  if num_cpu_devices == 1:
-    return 0, 0
-  if cores is None:
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-  return max(1, cores // num_cpu_devices), num_cpu_devices
-
-
-def make_strategy(devices=None, num_cpu_devices=1):
-  """MirroredStrategy over `devices`, else all GPUs, else the CPU.
-
-  Without GPUs the CPU is one replica, or `num_cpu_devices` logical devices, each with its
-  share of the cores (`cpu_threads`): on 2 cores, 2 replicas train 7-13% faster than one
-  (README, "Throughput"). Splitting the CPU must happen before TF initialises; thread counts
-  the program has already set are kept.
-  """
-  if devices is None:
-    if tf.config.list_physical_devices("GPU"):
-      devices = [d.name for d in tf.config.list_logical_devices("GPU")]
-    else:
-      if num_cpu_devices > 1:
-        cpu = tf.config.list_physical_devices("CPU")[0]
-        tf.config.set_logical_device_configuration(
-            cpu, [tf.config.LogicalDeviceConfiguration()] * num_cpu_devices)
-        intra, inter = cpu_threads(num_cpu_devices)
-        if not tf.config.threading.get_intra_op_parallelism_threads():
-          tf.config.threading.set_intra_op_parallelism_threads(intra)
-        if not tf.config.threading.get_inter_op_parallelism_threads():
-          tf.config.threading.set_inter_op_parallelism_threads(inter)
-      devices = [f"/cpu:{i}" for i in range(num_cpu_devices)]
-  return tf.distribute.MirroredStrategy(devices)
-
-
-def _cpu_threads_note(strategy):
-  """The training log's note on a CPU whose threads `make_strategy` split, else ''."""
-  intra = tf.config.threading.get_intra_op_parallelism_threads()
-  inter = tf.config.threading.get_inter_op_parallelism_threads()
-  devices = strategy.extended.worker_devices
-  if not (intra or inter) or any("GPU" in device.upper() for device in devices):
-    return ""
-  return f" (CPU split: {intra or 'all'} thread(s) per op, {inter or 'all'} ops at once)"
-
-
-def make_multi_worker_strategy(collective_timeout_secs):
-  """MultiWorkerMirroredStrategy over the cluster in TF_CONFIG (`cluster.read_cluster`).
-
-  Every worker's GPUs (or its CPU) are replicas. Each collective (the gradient all-reduce)
-  fails after `collective_timeout_secs` instead of waiting for ever, and TF's coordination
-  service notices a worker that stops sending heartbeats, so the others end with an error
-  when a worker dies. It must be made before TensorFlow runs any op, on every worker.
-  """
-  options = tf.distribute.experimental.CommunicationOptions(
-      timeout_seconds=collective_timeout_secs)
-  return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
-
-
-def is_multi_worker(strategy):
-  return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
-
-
-def check_replicas(train_config, strategy):
-  replicas = strategy.num_replicas_in_sync
-  if train_config.batch_size % replicas:
-    raise config_lib.ConfigError(
-        f"--batch_size must be divisible by the number of replicas ({replicas}); "
-        f"received {train_config.batch_size}")
-
-
-def add_noise(batch, batch_index, num_objects, latent_dim, seed, batch_size, rows=None):
-  """Adds `noise`, the eps [B, N, D] of z = mu + sigma * eps, drawn from (seed, batch index).
-
-  The noise of the global batch of `batch_size` is drawn; with `rows` = (start, size) the
-  batch holds only those rows, and gets those rows of it, so a worker's share is the same
-  as in a one-worker run.
-  """
-  key = tf.random.experimental.stateless_fold_in(
-      tf.stack([tf.cast(seed, tf.int64), batch_index]), 1)
-  noise = tf.random.stateless_normal([batch_size, num_objects, latent_dim], seed=key)
-  if rows is not None:
-    start, size = rows
-    noise = noise[start:start + size]  # [size, N, D]
-  batch["noise"] = noise
-  return batch
-
-
-def _take_rows(batch, rows):
-  start, size = rows
-  return {name: value[start:start + size] for name, value in batch.items()}  # [size, ...]
-
-
-def training_dataset(model_config, train_config, first_step=0, rows=None):
-  """The training stream from batch `first_step` on, each batch with its noise.
-
-  `rows` = (start, size) keeps only those rows of each global batch (one input pipeline's
-  share; generated scenes are rendered for those rows only).
-  """
-  if train_config.dataset == "multi_dsprites":
-    # The file's scenes in order, cycled; only the images are trained on.
-    dataset = multi_dsprites.make_dataset(
-        train_config.data_path, train_config.variant, train_config.batch_size,
-        first_batch=first_step, repeat=True).map(lambda batch: {"image": batch["image"]})
-    if rows is not None:
-      dataset = dataset.map(lambda batch: _take_rows(batch, rows))
-  else:
-    dataset = data.make_dataset(train_config.num_sprites, train_config.batch_size,
-                                train_config.seed, train_config.presence_prob,
-                                first_batch=first_step, rows=rows)
-  indices = tf.data.Dataset.range(first_step, 2**62)
-  return tf.data.Dataset.zip(dataset, indices).map(
-      lambda batch, index: add_noise(batch, index, model_config.num_objects,
-                                     model_config.latent_dim, train_config.seed,
-                                     train_config.batch_size, rows),
-      num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-
-
-def distributed_training_data(strategy, model_config, train_config, first_step=0,
-                              transform=None):
-  """The training stream, split so that every replica gets its rows of each global batch.
-
-  There is one input pipeline per worker (`tf.distribute.InputContext`). Pipeline p of a
-  strategy with R replicas, L = R / (number of pipelines) of them local, makes rows
-  [p L b, (p + 1) L b) of every global batch, b = batch_size / R, and hands its L replicas
-  b rows each in order, so replica r trains on rows [r b, (r + 1) b) whatever the number of
-  workers: one worker and two take the same step. `transform`, if given, maps each
-  pipeline's dataset first (tests inject faults with it).
-  """
-  global_batch = train_config.batch_size
-
-  def pipeline(context):
-    per_replica = context.get_per_replica_batch_size(global_batch)
-    local = context.num_replicas_in_sync // context.num_input_pipelines
-    rows = (context.input_pipeline_id * local * per_replica, local * per_replica)
-    dataset = training_dataset(model_config, train_config, first_step, rows)
-    if transform is not None:
-      dataset = transform(dataset)
-
-    def split(batch):
-      # Each value [L * b, ...] -> [L, b, ...]; unbatching then yields the L replicas'
-      # batches one after another, which the strategy deals to the local replicas in order.
-      return {name: tf.reshape(value, tf.concat([[local, per_replica], tf.shape(value)[1:]],
-                                                 axis=0))
-              for name, value in batch.items()}
-
-    return dataset.map(split).unbatch()
-
-  return strategy.distribute_datasets_from_function(pipeline)
 
 
 def weights_fingerprint(model):
@@ -227,7 +70,7 @@ class Trainer:
 
   def __init__(self, model_config, train_config, strategy, check_finite=True,
                native_kernels=True):
-    check_replicas(train_config, strategy)
+    distribution.check_replicas(train_config, strategy)
     train_config = config_lib.resolve_train_config(model_config, train_config)
     self.model_config = model_config
     self.train_config = train_config
@@ -386,123 +229,6 @@ class Trainer:
     return self._step(dist_batch)
 
 
-def _describe_dir_contents(model_dir):
-  names = sorted(os.listdir(model_dir))
-  return ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
-
-
-def check_model_dir(model_dir, model_config, train_config):
-  """Checks `model_dir` against the requested configuration; writes nothing but a probe.
-
-  A new or empty directory is fine. A directory with a `config.json` must match it in every
-  setting but the resumable ones (`config.RESUMABLE_KEYS`), or ConfigError names the
-  settings that differ. A non-empty directory without one is refused, and so is a directory
-  that cannot be created or written (checked by writing and removing a small file, which
-  catches read-only and full file systems that permission bits do not show).
-  """
-  train_config = config_lib.resolve_train_config(model_config, train_config)
-  requested = config_lib.to_dict(model_config, train_config)
-  path = config_lib.config_path(model_dir)
-  if os.path.exists(model_dir) and not os.path.isdir(model_dir):
-    raise config_lib.ConfigError(f"--model_dir {model_dir!r} exists and is not a directory")
-  if os.path.isfile(path):
-    saved_model, saved_train = config_lib.read_run_config(model_dir)
-    differences = config_lib.config_differences(
-        config_lib.to_dict(saved_model, saved_train), requested)
-    if differences:
-      raise config_lib.ConfigError(
-          f"--model_dir {model_dir!r} holds a run of another configuration "
-          f"({'; '.join(differences)}); use a new --model_dir or the same settings")
-  elif os.path.isdir(model_dir) and os.listdir(model_dir):
-    raise config_lib.ConfigError(
-        f"--model_dir {model_dir!r} is not empty ({_describe_dir_contents(model_dir)}) and "
-        f"has no {config_lib.CONFIG_FILE}; refusing to write into it")
-  try:
-    os.makedirs(model_dir, exist_ok=True)
-    fd, probe = tempfile.mkstemp(dir=model_dir, prefix=".tmp-write-probe-")
-    try:
-      os.write(fd, b"0" * 4096)
-      os.fsync(fd)
-    finally:
-      os.close(fd)
-      os.remove(probe)
-  except OSError as e:
-    raise config_lib.ConfigError(
-        f"--model_dir {model_dir!r} is not writable: {e.strerror}") from None
-
-
-def record_config(model_dir, model_config, train_config):
-  """Writes the run's `config.json` (atomically) into a checked `model_dir`, with the
-  model-dependent defaults resolved, so that it says what the run trains with."""
-  train_config = config_lib.resolve_train_config(model_config, train_config)
-  config_lib.write_json_atomic(config_lib.config_path(model_dir),
-                               config_lib.to_dict(model_config, train_config))
-
-
-def prepare_model_dir(model_dir, model_config, train_config):
-  """`check_model_dir`, then `record_config`."""
-  check_model_dir(model_dir, model_config, train_config)
-  record_config(model_dir, model_config, train_config)
-
-
-class CheckpointWriteError(RuntimeError):
-  """A checkpoint could not be written to the model directory (a full or failing disk)."""
-
-
-def _restore(trainer, manager, model_dir, restore_from):
-  """Restores the latest checkpoint, or `restore_from` (a name like ckpt-1200); returns it.
-
-  Raises ConfigError naming the checkpoint when it cannot be read; nothing is written first.
-  """
-  if restore_from:
-    path = os.path.join(model_dir, restore_from)
-    if not tf.io.gfile.exists(path + ".index"):
-      names = [os.path.basename(p) for p in manager.checkpoints]
-      raise config_lib.ConfigError(
-          f"--restore_from={restore_from}: no such checkpoint in {model_dir!r} (it has "
-          f"{', '.join(names) or 'none'})")
-  else:
-    path = manager.latest_checkpoint
-  if not path:
-    return None
-  try:
-    trainer.checkpoint.restore(path).assert_existing_objects_matched()
-  except (tf.errors.OpError, AssertionError, ValueError, KeyError, IndexError, OSError) as e:
-    older = [os.path.basename(p) for p in manager.checkpoints if p != path]
-    how = (f"resume from an older one with --restore_from={older[-1]}" if older else
-           "no older checkpoint is left: start a new --model_dir")
-    raise config_lib.ConfigError(
-        f"cannot restore checkpoint {path}: {config_lib.error_summary(e)}. --model_dir was "
-        f"left untouched; {how}") from None
-  return path
-
-
-def _save(manager, trainer, step, model_dir, model_config, train_config):
-  """Saves a checkpoint; if the model directory fails, saves a rescue copy and raises.
-
-  The rescue copy is a complete model directory (config.json and a checkpoint) in the
-  system's temporary directory, so the run resumes from it with --model_dir=<rescue>.
-  """
-  try:
-    manager.save(checkpoint_number=step)
-    return
-  except (tf.errors.OpError, OSError) as e:
-    error = config_lib.error_summary(e)
-  try:
-    rescue = tempfile.mkdtemp(prefix=f"mvae-rescue-step{step}-")
-    record_config(rescue, model_config, train_config)
-    tf.train.CheckpointManager(trainer.checkpoint, rescue, max_to_keep=1).save(
-        checkpoint_number=step)
-    saved = (f"saved step {step} to {rescue} instead, a complete model directory: resume "
-             f"with --model_dir={rescue}, or copy its files into {model_dir!r} once it has "
-             "space")
-  except (tf.errors.OpError, OSError) as e:
-    saved = (f"the rescue copy failed too ({config_lib.error_summary(e)}); step {step} is "
-             "lost")
-  raise CheckpointWriteError(
-      f"cannot write a checkpoint to --model_dir {model_dir!r}: {error}; {saved}")
-
-
 def _kl_map_images(kl_map):
   """KL maps [B, H, W] as 64x64 greyscale images, each scaled to its own maximum."""
   normalised = kl_map / (tf.reduce_max(kl_map, axis=[1, 2], keepdims=True) + 1e-6)
@@ -597,39 +323,6 @@ class LoopOptions:
   max_checkpoints: int = 3
 
 
-class _CheckpointWriter:
-  """Saves checkpoints: the chief into the model directory, other workers to a scratch one.
-
-  In a multi-worker run every worker must take part in each save (TF's guide to
-  MultiWorkerMirroredStrategy); a non-chief worker writes to a temporary directory that is
-  deleted right after, so that only the chief's checkpoint is kept.
-  """
-
-  def __init__(self, trainer, model_dir, model_config, train_config, options, chief):
-    self.trainer = trainer
-    self.model_dir = model_dir
-    self.chief = chief
-    self._configs = (model_config, train_config)
-    self.manager = (tf.train.CheckpointManager(trainer.checkpoint, model_dir,
-                                               max_to_keep=options.max_checkpoints)
-                    if chief else None)
-
-  @property
-  def latest(self):
-    return self.manager.latest_checkpoint if self.chief else None
-
-  def save(self, step):
-    if self.chief:
-      _save(self.manager, self.trainer, step, self.model_dir, *self._configs)
-      return
-    scratch = tempfile.mkdtemp(prefix="mvae-worker-checkpoint-")
-    try:
-      tf.train.CheckpointManager(self.trainer.checkpoint, scratch, max_to_keep=1).save(
-          checkpoint_number=step)
-    finally:
-      shutil.rmtree(scratch, ignore_errors=True)
-
-
 def train(model_config, train_config, model_dir, strategy=None, options=LoopOptions(),
           log=print, dataset_transform=None, restore_from=None, init_from=None,
           native_kernels=True):
@@ -640,7 +333,7 @@ def train(model_config, train_config, model_dir, strategy=None, options=LoopOpti
   `TrainingDiverged` before anything more is saved, so the checkpoints on disk are all of
   finite steps.
 
-  Under a `MultiWorkerMirroredStrategy` (`make_multi_worker_strategy`) every worker runs
+  Under a `MultiWorkerMirroredStrategy` (`distribution.make_multi_worker_strategy`) every worker runs
   this function. The chief alone checks, restores and writes `model_dir` (config.json,
   checkpoints, TensorBoard); the others receive the chief's weights
   (`Trainer.broadcast_from_chief`), take part in every save through a scratch directory,
@@ -667,19 +360,18 @@ def train(model_config, train_config, model_dir, strategy=None, options=LoopOpti
     config.ConfigError: before any work, for a model directory of another configuration,
       one that cannot be written, or a checkpoint that cannot be restored.
     TrainingDiverged: at a non-finite step, which is not saved.
-    CheckpointWriteError: when a checkpoint cannot be written (after saving a rescue copy).
+    checkpoints_lib.CheckpointWriteError: when a checkpoint cannot be written (after saving a rescue copy).
     ClusterError: in a multi-worker run, when a step fails because of another worker.
   """
   train_config = config_lib.resolve_train_config(model_config, train_config)
-  strategy = strategy or make_strategy()
-  check_replicas(train_config, strategy)
-  multi_worker = is_multi_worker(strategy)
+  strategy = strategy or distribution.make_strategy()
+  distribution.check_replicas(train_config, strategy)
+  multi_worker = distribution.is_multi_worker(strategy)
   if multi_worker and options.checkpoint_every_steps < 1:
     raise config_lib.ConfigError(
         "a multi-worker run checkpoints every --checkpoint_every_steps steps (its workers "
         f"must save at the same step); received {options.checkpoint_every_steps}")
-  if train_config.dataset == "multi_dsprites":
-    multi_dsprites.check_file(train_config.data_path, train_config.variant)
+  training_data.check_data(train_config)
   chief = strategy.extended.should_checkpoint
   exported = None
   if init_from:
@@ -695,7 +387,7 @@ def train(model_config, train_config, model_dir, strategy=None, options=LoopOpti
     else:
       log(f"--init_from={init_from} is not used: {model_dir} has a checkpoint to resume.")
   if chief:
-    check_model_dir(model_dir, model_config, train_config)
+    run_dir.check_model_dir(model_dir, model_config, train_config)
   warning = machine.bfloat16_warning(train_config.precision,
                                      len(tf.config.list_physical_devices("GPU")))
   if warning:
@@ -710,7 +402,7 @@ def train(model_config, train_config, model_dir, strategy=None, options=LoopOpti
     if trainer.native_kernel_error:
       log(f"The kernels compiled for this CPU are not used, so each step runs TF's slower "
           f"ops: {trainer.native_kernel_error}")
-    checkpoints = _CheckpointWriter(trainer, model_dir, model_config, train_config, options,
+    checkpoints = checkpoints_lib.CheckpointWriter(trainer, model_dir, model_config, train_config, options,
                                     chief)
     return _train_loop(trainer, checkpoints, options, log, dataset_transform, restore_from,
                        multi_worker, exported)
@@ -732,7 +424,7 @@ def _warm_start(trainer, exported, log, dataset_transform):
   warm_start.assign_weights(trainer.model, exported)
   # The gradients' KL warm-up factor is the exported step's.
   trainer.optimizer.iterations.assign(exported.step)
-  batches = iter(distributed_training_data(trainer.strategy, trainer.model_config,
+  batches = iter(training_data.distributed_training_data(trainer.strategy, trainer.model_config,
                                            trainer.train_config, exported.step,
                                            dataset_transform))
   moments = warm_start.mean_squared_gradients(
@@ -748,12 +440,12 @@ def _train_loop(trainer, checkpoints, options, log, dataset_transform, restore_f
   strategy, model_dir = trainer.strategy, checkpoints.model_dir
   model_config, train_config = trainer.model_config, trainer.train_config
   if checkpoints.chief:
-    restored = _restore(trainer, checkpoints.manager, model_dir, restore_from)
+    restored = checkpoints_lib.restore_latest(trainer, checkpoints.manager, model_dir, restore_from)
     if restored:
       log(f"Resumed from {restored} at step {trainer.step}.")
     elif exported is not None:
       _warm_start(trainer, exported, log, dataset_transform)
-    record_config(model_dir, model_config, train_config)
+    run_dir.record_config(model_dir, model_config, train_config)
     if exported is not None and not restored:
       warm_start.record(model_dir, exported, warm_start.MOMENT_BATCHES)
   if multi_worker:
@@ -766,16 +458,9 @@ def _train_loop(trainer, checkpoints, options, log, dataset_transform, restore_f
     log(f"Already trained to step {start_step} >= --train_steps={total}; nothing to do.")
     return start_step
 
-  iterator = iter(distributed_training_data(strategy, model_config, train_config,
-                                            start_step, dataset_transform))
-  if train_config.dataset == "multi_dsprites":
-    summary_images = tf.concat([b["image"] for b in multi_dsprites.make_dataset(
-        train_config.data_path, train_config.variant, 1, num_batches=NUM_SUMMARY_IMAGES)],
-                               axis=0)  # [<= 8, 64, 64, 3]: the file's first scenes
-  else:
-    summary_images = next(iter(data.make_dataset(
-        train_config.num_sprites, NUM_SUMMARY_IMAGES, train_config.seed + 1,
-        train_config.presence_prob)))["image"]
+  iterator = iter(training_data.distributed_training_data(
+      strategy, model_config, train_config, start_step, dataset_transform))
+  summary_images = training_data.summary_images(train_config, NUM_SUMMARY_IMAGES)
 
   @tf.function(autograph=False)
   def reconstruct(images):
@@ -800,7 +485,7 @@ def _train_loop(trainer, checkpoints, options, log, dataset_transform, restore_f
     step_fn = lambda batch: handler.run(trainer.train_step, batch)
   log(machine.describe({**machine.cpu_facts(), **machine.tensorflow_facts()}))
   log(f"Training {model_config.model} on {strategy.num_replicas_in_sync} replica(s)"
-      f"{_cpu_threads_note(strategy)} from step {start_step} to {total}: global batch "
+      f"{distribution.cpu_threads_note(strategy)} from step {start_step} to {total}: global batch "
       f"{train_config.batch_size}, {train_config.precision}"
       f"{', kernels compiled for this CPU' if trainer.kernels else ''}.")
   step = start_step

@@ -7,9 +7,9 @@ needs a strategy takes it from here.
 
 import functools
 
-from mvae_tf import training
+from mvae_tf import distribution
 
 
 @functools.cache
 def strategy(*devices):
-  return training.make_strategy(list(devices))
+  return distribution.make_strategy(list(devices))

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mvae_tf import activations, config, native_ops, training
+from mvae_tf import activations, config, native_ops, training, training_data
 from strategies import strategy as _strategy
 
 needs_compiler = pytest.mark.skipif(shutil.which("c++") is None,
@@ -61,7 +61,7 @@ def _gradients(precision, native_kernels):
                                     precision=precision)
   trainer = training.Trainer(MODEL, train_config, _strategy("/cpu:0"),
                              native_kernels=native_kernels)
-  batch = next(iter(trainer.distribute(training.training_dataset(MODEL, train_config))))
+  batch = next(iter(trainer.distribute(training_data.training_dataset(MODEL, train_config))))
   return trainer, [g.numpy() for g in trainer.global_gradients(batch)]
 
 

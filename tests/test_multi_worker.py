@@ -21,6 +21,7 @@ from mvae_tf import cluster
 from mvae_tf import config as config_lib
 from mvae_tf import data
 from mvae_tf import training
+from mvae_tf import training_data
 from strategies import strategy as _strategy
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -81,9 +82,9 @@ def test_each_replica_trains_on_its_rows_of_the_global_batch():
   model_config = config_lib.ModelConfig(num_objects=3)
   train_config = config_lib.TrainConfig(num_sprites=2, batch_size=6, seed=3)
   strategy = _strategy("/cpu:0", "/cpu:1")
-  distributed = iter(training.distributed_training_data(strategy, model_config,
+  distributed = iter(training_data.distributed_training_data(strategy, model_config,
                                                         train_config, first_step=4))
-  whole = iter(training.training_dataset(model_config, train_config, first_step=4))
+  whole = iter(training_data.training_dataset(model_config, train_config, first_step=4))
   for _ in range(2):
     per_replica, expected = next(distributed), next(whole)
     for name in ("image", "noise"):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mvae_tf import config, export, machine, model as model_lib, training
+from mvae_tf import config, export, machine, model as model_lib, training, training_data
 from strategies import strategy as _strategy
 
 MODEL = config.ModelConfig("mvae", num_objects=3, latent_dim=5, num_pooling=3)
@@ -15,7 +15,7 @@ def _losses(precision, steps=6):
   train_config = config.TrainConfig(num_sprites=2, batch_size=8, train_steps=steps, seed=3,
                                     precision=precision)
   trainer = training.Trainer(MODEL, train_config, _strategy("/cpu:0"))
-  iterator = iter(trainer.distribute(training.training_dataset(MODEL, train_config)))
+  iterator = iter(trainer.distribute(training_data.training_dataset(MODEL, train_config)))
   return np.array([float(trainer.train_step(next(iterator))["loss"]) for _ in range(steps)])
 
 

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from mvae_tf import training
+from mvae_tf import distribution
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -103,7 +103,7 @@ def test_train_then_resume(tmp_path):
   second = _run(*common, "--train_steps=9", "--num_cpu_devices=2")
   assert second.returncode == 0, second.stderr
   assert "at step 6" in second.stdout and "step 9/9" in second.stdout
-  intra, inter = training.cpu_threads(2)
+  intra, inter = distribution.cpu_threads(2)
   assert (f"on 2 replica(s) (CPU split: {intra} thread(s) per op, {inter} ops at once) from "
           "step 6 to 9") in second.stdout, second.stdout[:2000]
   assert "ckpt-9.index" in os.listdir(model_dir)

@@ -9,7 +9,7 @@ import numpy as np
 import tensorflow as tf
 import pytest
 
-from mvae_tf import config, training
+from mvae_tf import checkpoints, config, distribution, run_dir, training, training_data
 from strategies import strategy as _strategy
 
 # Tiny distinct sizes: 2 sprites, N = 3 objects, D = 5, batch 4 (2 per replica).
@@ -27,7 +27,7 @@ def _one_step(devices, model_config=MODEL):
   train_config = _train_config()
   trainer = training.Trainer(model_config, train_config, _strategy(*devices))
   initial = [v.numpy() for v in trainer.model.trainable_variables]
-  dataset = training.training_dataset(model_config, train_config).take(1)
+  dataset = training_data.training_dataset(model_config, train_config).take(1)
   metrics = trainer.train_step(next(iter(trainer.distribute(dataset))))
   weights = [v.numpy() for v in trainer.model.trainable_variables]
   # Adam's first moments are 0.1 * gradient after one step: unlike Adam's update, they
@@ -71,27 +71,26 @@ def test_batch_must_divide_across_replicas():
     (4, 2, (1, 4)),  # More replicas than cores: one thread each still.
 ])
 def test_cpu_replicas_share_the_cores(replicas, cores, threads):
-  assert training.cpu_threads(replicas, cores) == threads
+  assert distribution.cpu_threads(replicas, cores) == threads
 
 
 def test_cpu_threads_default_to_the_cores_this_process_may_use():
   cores = len(os.sched_getaffinity(0))
-  assert training.cpu_threads(2) == (max(1, cores // 2), 2)
+  assert distribution.cpu_threads(2) == (max(1, cores // 2), 2)
   with pytest.raises(ValueError, match=r"num_cpu_devices must be >= 1; received 0"):
-    training.cpu_threads(0)
+    distribution.cpu_threads(0)
 
 
 def test_loss_falls_well_below_its_start():
   train_config = _train_config(batch_size=16, train_steps=150, learning_rate=2e-3,
                                final_learning_rate=2e-3)
   trainer = training.Trainer(MODEL, train_config, _strategy("/cpu:0"))
-  iterator = iter(trainer.distribute(training.training_dataset(MODEL, train_config)))
+  iterator = iter(trainer.distribute(training_data.training_dataset(MODEL, train_config)))
   losses = [float(trainer.train_step(next(iterator))["loss"]) for _ in range(150)]
   assert np.mean(losses[-10:]) < 0.25 * losses[0], (losses[0], losses[-10:])
 
 
 def _weights(model_dir, model_config=MODEL):
-  from mvae_tf import checkpoints
   model, _, _, step = checkpoints.restore_model(model_dir)
   return step, [v.numpy() for v in model.trainable_variables]
 
@@ -138,25 +137,25 @@ def test_resumed_run_equals_an_uninterrupted_run(tmp_path):
 
 def test_another_configuration_is_refused_and_nothing_changes(tmp_path):
   model_dir = str(tmp_path / "run")
-  training.prepare_model_dir(model_dir, MODEL, _train_config())
+  run_dir.prepare_model_dir(model_dir, MODEL, _train_config())
   with open(os.path.join(model_dir, "config.json")) as f:
     saved = f.read()
   other = config.ModelConfig("mvae", num_objects=4, latent_dim=6)
   with pytest.raises(config.ConfigError,
                      match=r"another configuration .*latent_dim: 5 -> 6.*num_objects: 3 -> 4"):
-    training.prepare_model_dir(model_dir, other, _train_config())
+    run_dir.prepare_model_dir(model_dir, other, _train_config())
   with pytest.raises(config.ConfigError, match=r"model.model: 'mvae' -> 'vae'"):
-    training.prepare_model_dir(model_dir, config.ModelConfig("vae", 1, 5), _train_config())
+    run_dir.prepare_model_dir(model_dir, config.ModelConfig("vae", 1, 5), _train_config())
   with open(os.path.join(model_dir, "config.json")) as f:
     assert f.read() == saved
   # Only train_steps may change.
-  training.prepare_model_dir(model_dir, MODEL, _train_config(train_steps=10))
+  run_dir.prepare_model_dir(model_dir, MODEL, _train_config(train_steps=10))
 
 
 def test_a_foreign_non_empty_directory_is_refused(tmp_path):
   (tmp_path / "notes.txt").write_text("mine")
   with pytest.raises(config.ConfigError, match=r"not empty \(notes.txt\)"):
-    training.prepare_model_dir(str(tmp_path), MODEL, _train_config())
+    run_dir.prepare_model_dir(str(tmp_path), MODEL, _train_config())
   assert os.listdir(tmp_path) == ["notes.txt"]
 
 
@@ -187,7 +186,7 @@ def test_a_non_finite_step_stops_the_run_before_it_is_saved(tmp_path):
 def test_the_step_reports_non_finite_gradients():
   train_config = _train_config()
   trainer = training.Trainer(MODEL, train_config, _strategy("/cpu:0", "/cpu:1"))
-  batch = next(iter(training.training_dataset(MODEL, train_config)))
+  batch = next(iter(training_data.training_dataset(MODEL, train_config)))
   finite = trainer.train_step(next(iter(trainer.distribute(
       tf.data.Dataset.from_tensors(batch)))))
   assert float(finite["nonfinite"]) == 0
@@ -237,7 +236,7 @@ def test_an_unwritable_model_dir_is_refused_before_any_work(tmp_path, monkeypatc
   def read_only(*args, **kwargs):
     raise OSError(30, "Read-only file system")  # EROFS, as a read-only mount gives.
 
-  monkeypatch.setattr(training.tempfile, "mkstemp", read_only)
+  monkeypatch.setattr(run_dir.tempfile, "mkstemp", read_only)
   with pytest.raises(config.ConfigError,
                      match=r"--model_dir '.*run' is not writable: Read-only file system"):
     training.train(MODEL, _train_config(), str(tmp_path / "run"), _strategy("/cpu:0"), QUIET,
@@ -260,7 +259,7 @@ def test_a_checkpoint_that_cannot_be_written_is_rescued(tmp_path, monkeypatch):
   monkeypatch.setattr(tf.train.CheckpointManager, "save", save)
   every_step = training.LoopOptions(checkpoint_every_secs=1e-9, log_every_secs=1e9,
                                     summary_every_steps=100, image_every_steps=100)
-  with pytest.raises(training.CheckpointWriteError) as raised:
+  with pytest.raises(checkpoints.CheckpointWriteError) as raised:
     training.train(MODEL, _train_config(train_steps=4), model_dir, _strategy("/cpu:0"),
                    every_step, log=lambda _: None)
   message = str(raised.value)
@@ -281,7 +280,7 @@ def _first_step_matches(train_config, objective_fn, model_config=MODEL, iteratio
   Returns that gradient (a list over the trainable variables)."""
   trainer = training.Trainer(model_config, train_config, _strategy("/cpu:0"))
   trainer.optimizer.iterations.assign(iterations)
-  batch = next(iter(training.training_dataset(model_config, train_config)))
+  batch = next(iter(training_data.training_dataset(model_config, train_config)))
   variables = trainer.model.trainable_variables
   from mvae_tf import losses
   with tf.GradientTape() as tape:
@@ -482,7 +481,7 @@ def test_the_unselected_kl_steps_may_change_on_resume_and_default_to_every_step(
   del saved["train"]["unselected_kl_steps"]
   config.write_json_atomic(config.config_path(str(tmp_path)), saved)
   assert config.read_run_config(str(tmp_path))[1].unselected_kl_steps == 0
-  training.check_model_dir(str(tmp_path), MODEL, _train_config(unselected_kl_steps=59000))
+  run_dir.check_model_dir(str(tmp_path), MODEL, _train_config(unselected_kl_steps=59000))
 
 
 def test_the_end_phase_may_change_on_resume_and_reads_as_none_before_it_existed(tmp_path):
@@ -496,7 +495,7 @@ def test_the_end_phase_may_change_on_resume_and_reads_as_none_before_it_existed(
   config.write_json_atomic(config.config_path(str(tmp_path)), saved)
   assert config.read_run_config(str(tmp_path))[1].unselected_kl_final_steps == 0
   for final_steps in (None, 100):
-    training.check_model_dir(str(tmp_path), MODEL, _train_config(
+    run_dir.check_model_dir(str(tmp_path), MODEL, _train_config(
         train_steps=68_000, unselected_kl_final_steps=final_steps))
 
 
@@ -537,18 +536,18 @@ def test_object_sparsity_defaults_to_the_studys_lambda_for_the_mvae_and_0_for_th
   assert training.Trainer(MODEL, _train_config(), _strategy("/cpu:0")).train_config == (
       resolved)
   # config.json records the resolved value, and a run resumes only with it.
-  training.prepare_model_dir(str(tmp_path), MODEL, _train_config())
+  run_dir.prepare_model_dir(str(tmp_path), MODEL, _train_config())
   with open(config.config_path(str(tmp_path))) as f:
     assert json.load(f)["train"]["object_sparsity"] == 0.0
-  training.check_model_dir(str(tmp_path), MODEL, _train_config(object_sparsity=0))
+  run_dir.check_model_dir(str(tmp_path), MODEL, _train_config(object_sparsity=0))
   with pytest.raises(config.ConfigError, match=r"train\.object_sparsity: 0\.0 -> 5\.0"):
-    training.check_model_dir(str(tmp_path), MODEL, _train_config(object_sparsity=5.0))
+    run_dir.check_model_dir(str(tmp_path), MODEL, _train_config(object_sparsity=5.0))
   # A run of the earlier default (lambda 5, as the shipped MVAEs) resumes only with it.
   earlier = tmp_path / "earlier"
-  training.prepare_model_dir(str(earlier), MODEL, _train_config(object_sparsity=5.0))
-  training.check_model_dir(str(earlier), MODEL, _train_config(object_sparsity=5))
+  run_dir.prepare_model_dir(str(earlier), MODEL, _train_config(object_sparsity=5.0))
+  run_dir.check_model_dir(str(earlier), MODEL, _train_config(object_sparsity=5))
   with pytest.raises(config.ConfigError, match=r"train\.object_sparsity: 5\.0 -> 0\.0"):
-    training.check_model_dir(str(earlier), MODEL, _train_config())
+    run_dir.check_model_dir(str(earlier), MODEL, _train_config())
 
 
 def test_json_written_atomically_gets_a_new_files_mode_and_leaves_no_temporary(tmp_path):
@@ -572,9 +571,9 @@ def test_a_config_json_from_before_object_sparsity_reads_as_the_papers_objective
   del saved["train"]["object_sparsity"]  # As written before the setting existed.
   config.write_json_atomic(config.config_path(str(tmp_path)), saved)
   assert config.read_run_config(str(tmp_path))[1].object_sparsity == 0.0
-  training.check_model_dir(str(tmp_path), MODEL, _train_config())  # Today's default, 0.
+  run_dir.check_model_dir(str(tmp_path), MODEL, _train_config())  # Today's default, 0.
   with pytest.raises(config.ConfigError, match=r"train\.object_sparsity: 0\.0 -> 5\.0"):
-    training.check_model_dir(str(tmp_path), MODEL, _train_config(object_sparsity=5.0))
+    run_dir.check_model_dir(str(tmp_path), MODEL, _train_config(object_sparsity=5.0))
 
 
 def test_the_grid_suppression_and_unselected_cost_default_to_the_studys_for_the_mvae_only():
@@ -603,10 +602,10 @@ def test_a_config_json_from_before_the_grid_defaults_reads_as_4x4_top_n(tmp_path
   model_config, train_config = config.read_run_config(str(tmp_path))
   assert (model_config.num_pooling, model_config.suppression_radius) == (4, 0)
   assert train_config.unselected_kl_weight == 0.0
-  training.check_model_dir(str(tmp_path), old_model, old_train)  # Resumes: no difference.
+  run_dir.check_model_dir(str(tmp_path), old_model, old_train)  # Resumes: no difference.
   with pytest.raises(config.ConfigError, match=r"model\.num_pooling: 4 -> 2.*"
                                                r"model\.suppression_radius: 0 -> 2"):
-    training.check_model_dir(str(tmp_path), config.ModelConfig(num_objects=3, latent_dim=5),
+    run_dir.check_model_dir(str(tmp_path), config.ModelConfig(num_objects=3, latent_dim=5),
                              old_train)
 
 
@@ -616,10 +615,10 @@ def test_a_run_of_the_8x8_defaults_resumes_only_with_their_flags(tmp_path):
   grid8 = config.ModelConfig(num_objects=3, latent_dim=5, num_pooling=3, suppression_radius=1)
   config.write_json_atomic(config.config_path(str(tmp_path)),
                            config.to_dict(grid8, _train_config()))
-  training.check_model_dir(str(tmp_path), grid8, _train_config())  # Resumes: no difference.
+  run_dir.check_model_dir(str(tmp_path), grid8, _train_config())  # Resumes: no difference.
   with pytest.raises(config.ConfigError, match=r"model\.num_pooling: 3 -> 2.*"
                                                r"model\.suppression_radius: 1 -> 2"):
-    training.check_model_dir(str(tmp_path), config.ModelConfig(num_objects=3, latent_dim=5),
+    run_dir.check_model_dir(str(tmp_path), config.ModelConfig(num_objects=3, latent_dim=5),
                              _train_config())
 
 
@@ -630,10 +629,10 @@ def test_a_config_json_without_the_kl_ratio_reads_as_plain_suppression_and_resum
   del saved["model"]["suppression_kl_ratio"]
   config.write_json_atomic(config.config_path(str(tmp_path)), saved)
   assert config.read_run_config(str(tmp_path))[0].suppression_kl_ratio == 1.0
-  training.check_model_dir(str(tmp_path), config.ModelConfig(num_objects=3, latent_dim=5),
+  run_dir.check_model_dir(str(tmp_path), config.ModelConfig(num_objects=3, latent_dim=5),
                            _train_config())
   with pytest.raises(config.ConfigError, match=r"model\.suppression_kl_ratio: 1\.0 -> 0\.5"):
-    training.check_model_dir(str(tmp_path), config.ModelConfig(
+    run_dir.check_model_dir(str(tmp_path), config.ModelConfig(
         num_objects=3, latent_dim=5, suppression_kl_ratio=0.5), _train_config())
 
 
@@ -667,7 +666,7 @@ def test_suppression_by_kl_ratio_a_wider_decoder_and_a_learned_background_train(
   assert trainer.model.get_config()["suppression_kl_ratio"] == 0.5
   assert trainer.model.decoder.object_network.conv2.filters == 32
   assert trainer.model.decoder.renderer.conv1.filters == 64
-  iterator = iter(trainer.distribute(training.training_dataset(model_config,
+  iterator = iter(trainer.distribute(training_data.training_dataset(model_config,
                                                                _train_config())))
   background = trainer.model.decoder.background.numpy()
   metrics = trainer.train_step(next(iterator))
@@ -684,7 +683,7 @@ def test_position_in_cell_trains():
                                     position_in_cell=True)
   trainer = training.Trainer(model_config, _train_config(), _strategy("/cpu:0"))
   assert trainer.model.decoder.object_network.dense1.kernel.shape == (3, 256)
-  iterator = iter(trainer.distribute(training.training_dataset(model_config,
+  iterator = iter(trainer.distribute(training_data.training_dataset(model_config,
                                                                _train_config())))
   for _ in range(2):
     metrics = trainer.train_step(next(iterator))
@@ -696,7 +695,7 @@ def test_softmax_aggregation_with_a_learned_background_trains_in_bfloat16():
                                     aggregation="softmax", learned_background=True)
   train_config = _train_config(precision="mixed_bfloat16")
   trainer = training.Trainer(model_config, train_config, _strategy("/cpu:0"))
-  iterator = iter(trainer.distribute(training.training_dataset(model_config, train_config)))
+  iterator = iter(trainer.distribute(training_data.training_dataset(model_config, train_config)))
   background = trainer.model.decoder.background.numpy()
   for _ in range(2):
     metrics = trainer.train_step(next(iterator))
@@ -734,7 +733,7 @@ def test_bad_model_options_are_refused(settings, message):
 def test_a_malformed_config_json_names_the_file(tmp_path, content, message):
   (tmp_path / "config.json").write_text(content)
   with pytest.raises(config.ConfigError, match=message):
-    training.check_model_dir(str(tmp_path), MODEL, _train_config())
+    run_dir.check_model_dir(str(tmp_path), MODEL, _train_config())
   assert os.listdir(tmp_path) == ["config.json"]
 
 
@@ -777,7 +776,7 @@ def test_a_config_json_from_before_a_decoder_option_reads_as_without_it(tmp_path
   config.write_json_atomic(config.config_path(str(tmp_path)), saved)
   model_config, _ = config.read_run_config(str(tmp_path))
   assert getattr(model_config, setting) is False
-  training.check_model_dir(str(tmp_path), MODEL, _train_config())  # Resumes: no difference.
+  run_dir.check_model_dir(str(tmp_path), MODEL, _train_config())  # Resumes: no difference.
 
 
 def test_a_config_json_from_before_the_kl_weight_reads_as_the_elbo(tmp_path):
@@ -786,9 +785,9 @@ def test_a_config_json_from_before_the_kl_weight_reads_as_the_elbo(tmp_path):
   config.write_json_atomic(config.config_path(str(tmp_path)), saved)
   _, train_config = config.read_run_config(str(tmp_path))
   assert train_config.kl_weight == 1.0
-  training.check_model_dir(str(tmp_path), MODEL, _train_config())  # Resumes: no difference.
+  run_dir.check_model_dir(str(tmp_path), MODEL, _train_config())  # Resumes: no difference.
   with pytest.raises(config.ConfigError, match=r"train\.kl_weight: 1\.0 -> 2\.0"):
-    training.check_model_dir(str(tmp_path), MODEL, _train_config(kl_weight=2.0))
+    run_dir.check_model_dir(str(tmp_path), MODEL, _train_config(kl_weight=2.0))
 
 
 def test_softmax_is_the_mvaes_default_pooling_and_a_max_pooling_run_resumes_only_as_such(
@@ -802,6 +801,6 @@ def test_softmax_is_the_mvaes_default_pooling_and_a_max_pooling_run_resumes_only
   config.write_json_atomic(config.config_path(str(tmp_path)),
                            config.to_dict(paper, _train_config()))
   assert config.read_run_config(str(tmp_path))[0].aggregation == "max"
-  training.check_model_dir(str(tmp_path), paper, _train_config())
+  run_dir.check_model_dir(str(tmp_path), paper, _train_config())
   with pytest.raises(config.ConfigError, match=r"model\.aggregation: 'max' -> 'softmax'"):
-    training.check_model_dir(str(tmp_path), MODEL, _train_config())
+    run_dir.check_model_dir(str(tmp_path), MODEL, _train_config())

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mvae_tf import config, export, training, warm_start
+from mvae_tf import config, export, training, training_data, warm_start
 from strategies import strategy as _strategy
 
 # Tiny sizes: 2 sprites, N = 3 objects, D = 5, an 8x8 grid, batch 4.
@@ -84,7 +84,7 @@ def test_start_from_sets_the_step_and_moments_and_the_next_update_is_adams(expor
   step = 2
   trainer.optimizer.iterations.assign(step)
   batch = next(iter(trainer.distribute(
-      training.training_dataset(MODEL, train_config, step).take(1))))
+      training_data.training_dataset(MODEL, train_config, step).take(1))))
   gradients = [g.numpy() for g in trainer.global_gradients(batch)]
   second = [np.full_like(g, 0.5) + g ** 2 for g in gradients]
   trainer.start_from(step, second)
@@ -107,7 +107,7 @@ def test_global_gradients_of_two_replicas_equal_one_replicas(exported):
   for devices in (["/cpu:0"], ["/cpu:0", "/cpu:1"]):
     trainer = training.Trainer(MODEL, train_config, _strategy(*devices))
     warm_start.assign_weights(trainer.model, warm_start.read_export(path))
-    batch = next(iter(training.distributed_training_data(trainer.strategy, MODEL,
+    batch = next(iter(training_data.distributed_training_data(trainer.strategy, MODEL,
                                                          train_config, 2)))
     results.append([g.numpy() for g in trainer.global_gradients(batch)])
   # Summation order differs between one replica and two: relative to each gradient's scale.
