@@ -54,8 +54,10 @@ class CheckpointWriteError(RuntimeError):
   """A checkpoint could not be written to the model directory (a full or failing disk)."""
 
 
-def restore_latest(trainer, manager, model_dir, restore_from):
-  """Restores the latest checkpoint, or `restore_from` (a name like ckpt-1200); returns it.
+def restore_latest(checkpoint, manager, model_dir, restore_from):
+  """Restores into `checkpoint` (a `tf.train.Checkpoint`) the latest checkpoint of
+  `manager`, or `restore_from` (a name like ckpt-1200) of `model_dir`; returns its path, or
+  None when there is none.
 
   Raises ConfigError naming the checkpoint when it cannot be read; nothing is written first.
   """
@@ -71,7 +73,7 @@ def restore_latest(trainer, manager, model_dir, restore_from):
   if not path:
     return None
   try:
-    trainer.checkpoint.restore(path).assert_existing_objects_matched()
+    checkpoint.restore(path).assert_existing_objects_matched()
   except (tf.errors.OpError, AssertionError, ValueError, KeyError, IndexError, OSError) as e:
     older = [os.path.basename(p) for p in manager.checkpoints if p != path]
     how = (f"resume from an older one with --restore_from={older[-1]}" if older else
@@ -82,8 +84,9 @@ def restore_latest(trainer, manager, model_dir, restore_from):
   return path
 
 
-def save_or_rescue(manager, trainer, step, model_dir, model_config, train_config):
-  """Saves a checkpoint; if the model directory fails, saves a rescue copy and raises.
+def save_or_rescue(checkpoint, manager, step, model_dir, model_config, train_config):
+  """Saves `checkpoint` through `manager`; if the model directory fails, saves a rescue
+  copy and raises CheckpointWriteError.
 
   The rescue copy is a complete model directory (config.json and a checkpoint) in the
   system's temporary directory, so the run resumes from it with --model_dir=<rescue>.
@@ -96,7 +99,7 @@ def save_or_rescue(manager, trainer, step, model_dir, model_config, train_config
   try:
     rescue = tempfile.mkdtemp(prefix=f"mvae-rescue-step{step}-")
     run_dir.record_config(rescue, model_config, train_config)
-    tf.train.CheckpointManager(trainer.checkpoint, rescue, max_to_keep=1).save(
+    tf.train.CheckpointManager(checkpoint, rescue, max_to_keep=1).save(
         checkpoint_number=step)
     saved = (f"saved step {step} to {rescue} instead, a complete model directory: resume "
              f"with --model_dir={rescue}, or copy its files into {model_dir!r} once it has "
@@ -116,13 +119,12 @@ class CheckpointWriter:
   deleted right after, so that only the chief's checkpoint is kept.
   """
 
-  def __init__(self, trainer, model_dir, model_config, train_config, options, chief):
-    self.trainer = trainer
+  def __init__(self, checkpoint, model_dir, model_config, train_config, max_to_keep, chief):
+    self.checkpoint = checkpoint
     self.model_dir = model_dir
     self.chief = chief
     self._configs = (model_config, train_config)
-    self.manager = (tf.train.CheckpointManager(trainer.checkpoint, model_dir,
-                                               max_to_keep=options.max_checkpoints)
+    self.manager = (tf.train.CheckpointManager(checkpoint, model_dir, max_to_keep=max_to_keep)
                     if chief else None)
 
   @property
@@ -131,11 +133,11 @@ class CheckpointWriter:
 
   def save(self, step):
     if self.chief:
-      save_or_rescue(self.manager, self.trainer, step, self.model_dir, *self._configs)
+      save_or_rescue(self.checkpoint, self.manager, step, self.model_dir, *self._configs)
       return
     scratch = tempfile.mkdtemp(prefix="mvae-worker-checkpoint-")
     try:
-      tf.train.CheckpointManager(self.trainer.checkpoint, scratch, max_to_keep=1).save(
+      tf.train.CheckpointManager(self.checkpoint, scratch, max_to_keep=1).save(
           checkpoint_number=step)
     finally:
       shutil.rmtree(scratch, ignore_errors=True)

@@ -25,7 +25,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from mvae_tf import checkpoints as checkpoints_lib
+from mvae_tf import checkpoints
 from mvae_tf import config as config_lib
 from mvae_tf import distribution
 from mvae_tf import losses
@@ -333,9 +333,9 @@ def train(model_config, train_config, model_dir, strategy=None, options=LoopOpti
   `TrainingDiverged` before anything more is saved, so the checkpoints on disk are all of
   finite steps.
 
-  Under a `MultiWorkerMirroredStrategy` (`distribution.make_multi_worker_strategy`) every worker runs
-  this function. The chief alone checks, restores and writes `model_dir` (config.json,
-  checkpoints, TensorBoard); the others receive the chief's weights
+  Under a `MultiWorkerMirroredStrategy` (`distribution.make_multi_worker_strategy`) every
+  worker runs this function. The chief alone checks, restores and writes `model_dir`
+  (config.json, checkpoints, TensorBoard); the others receive the chief's weights
   (`Trainer.broadcast_from_chief`), take part in every save through a scratch directory,
   and need not see `model_dir` at all. Checkpoints are taken every
   `options.checkpoint_every_steps`. SIGTERM to any worker (a preempted machine) makes the
@@ -360,7 +360,8 @@ def train(model_config, train_config, model_dir, strategy=None, options=LoopOpti
     config.ConfigError: before any work, for a model directory of another configuration,
       one that cannot be written, or a checkpoint that cannot be restored.
     TrainingDiverged: at a non-finite step, which is not saved.
-    checkpoints_lib.CheckpointWriteError: when a checkpoint cannot be written (after saving a rescue copy).
+    checkpoints.CheckpointWriteError: when a checkpoint cannot be written (after saving a
+      rescue copy).
     ClusterError: in a multi-worker run, when a step fails because of another worker.
   """
   train_config = config_lib.resolve_train_config(model_config, train_config)
@@ -396,20 +397,20 @@ def train(model_config, train_config, model_dir, strategy=None, options=LoopOpti
   if last:
     log(f"The unselected cells' KL is charged at steps 1-{last}; steps {last + 1}-"
         f"{train_config.train_steps} take the paper's objective without it.")
-  checkpoints = None
+  saver = None
   try:
     trainer = Trainer(model_config, train_config, strategy, native_kernels=native_kernels)
     if trainer.native_kernel_error:
       log(f"The kernels compiled for this CPU are not used, so each step runs TF's slower "
           f"ops: {trainer.native_kernel_error}")
-    checkpoints = checkpoints_lib.CheckpointWriter(trainer, model_dir, model_config, train_config, options,
-                                    chief)
-    return _train_loop(trainer, checkpoints, options, log, dataset_transform, restore_from,
+    saver = checkpoints.CheckpointWriter(trainer.checkpoint, model_dir, model_config,
+                                         train_config, options.max_checkpoints, chief)
+    return _train_loop(trainer, saver, options, log, dataset_transform, restore_from,
                        multi_worker, exported)
   except tf.errors.OpError as e:
     if not multi_worker:
       raise
-    latest = checkpoints.latest if checkpoints else None
+    latest = saver.latest if saver else None
     raise ClusterError(
         f"the cluster stopped: a worker died, stopped answering, or failed "
         f"({type(e).__name__}: {_cluster_error_summary(e)}). The chief's latest checkpoint "
@@ -434,13 +435,14 @@ def _warm_start(trainer, exported, log, dataset_transform):
       f"moments from {warm_start.MOMENT_BATCHES} batches).")
 
 
-def _train_loop(trainer, checkpoints, options, log, dataset_transform, restore_from,
+def _train_loop(trainer, saver, options, log, dataset_transform, restore_from,
                 multi_worker, exported=None):
   """The body of `train`, once the trainer and its checkpoint writer exist."""
-  strategy, model_dir = trainer.strategy, checkpoints.model_dir
+  strategy, model_dir = trainer.strategy, saver.model_dir
   model_config, train_config = trainer.model_config, trainer.train_config
-  if checkpoints.chief:
-    restored = checkpoints_lib.restore_latest(trainer, checkpoints.manager, model_dir, restore_from)
+  if saver.chief:
+    restored = checkpoints.restore_latest(trainer.checkpoint, saver.manager, model_dir,
+                                          restore_from)
     if restored:
       log(f"Resumed from {restored} at step {trainer.step}.")
     elif exported is not None:
@@ -450,7 +452,7 @@ def _train_loop(trainer, checkpoints, options, log, dataset_transform, restore_f
       warm_start.record(model_dir, exported, warm_start.MOMENT_BATCHES)
   if multi_worker:
     trainer.broadcast_from_chief()
-    if not checkpoints.chief:
+    if not saver.chief:
       log(f"Received the chief's weights at step {trainer.step}.")
   start_step = trainer.step
   total = train_config.train_steps
@@ -468,7 +470,7 @@ def _train_loop(trainer, checkpoints, options, log, dataset_transform, restore_f
     return tf.sigmoid(outputs["logits"]), _kl_map_images(outputs["kl_map"])
 
   # TensorBoard is the chief's; the other workers write nothing.
-  writer = (tf.summary.create_file_writer(model_dir) if checkpoints.chief
+  writer = (tf.summary.create_file_writer(model_dir) if saver.chief
             else tf.summary.create_noop_writer())
   step_fn = trainer.train_step
   preemption_dir = None
@@ -481,7 +483,7 @@ def _train_loop(trainer, checkpoints, options, log, dataset_transform, restore_f
         strategy.cluster_resolver,
         tf.train.CheckpointManager(tf.train.Checkpoint(), preemption_dir, max_to_keep=1),
         termination_config=tf.distribute.experimental.TerminationConfig(
-            exit_fn=_raise_preempted, save_fn=lambda: checkpoints.save(trainer.step)))
+            exit_fn=_raise_preempted, save_fn=lambda: saver.save(trainer.step)))
     step_fn = lambda batch: handler.run(trainer.train_step, batch)
   log(machine.describe({**machine.cpu_facts(), **machine.tensorflow_facts()}))
   log(f"Training {model_config.model} on {strategy.num_replicas_in_sync} replica(s)"
@@ -502,7 +504,7 @@ def _train_loop(trainer, checkpoints, options, log, dataset_transform, restore_f
         metrics = step_fn(next(iterator))
         step += 1
         if float(metrics["nonfinite"]):
-          saved = checkpoints.latest
+          saved = saver.latest
           raise TrainingDiverged(
               f"the loss or a gradient became NaN or infinite at step {step}; stopped "
               f"without saving it, so the latest checkpoint is "
@@ -519,7 +521,7 @@ def _train_loop(trainer, checkpoints, options, log, dataset_transform, restore_f
             tf.summary.scalar(f"train/{name}", value, step=step)
           tf.summary.scalar("train/elbo", -means["loss"], step=step)
           tf.summary.scalar("train/learning_rate", trainer.learning_rate(step), step=step)
-        if checkpoints.chief and (step % options.image_every_steps == 0 or step == total):
+        if saver.chief and (step % options.image_every_steps == 0 or step == total):
           reconstructions, kl_maps = reconstruct(summary_images)
           tf.summary.image("inputs", summary_images, step=step,
                            max_outputs=NUM_SUMMARY_IMAGES)
@@ -542,9 +544,9 @@ def _train_loop(trainer, checkpoints, options, log, dataset_transform, restore_f
         else:
           due = now - last_ckpt >= options.checkpoint_every_secs
         if due:
-          checkpoints.save(step)
+          saver.save(step)
           last_ckpt = now
-      checkpoints.save(step)
+      saver.save(step)
       writer.flush()
     stopped_by = stop.signal_name
   except _Preempted:
