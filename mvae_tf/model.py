@@ -38,12 +38,15 @@ IMAGE_SHAPE = (64, 64, 3)
 MVAE_LATENT_DIM = config_lib.MVAE_LATENT_DIM
 
 
-def _check_images(images):
+def _checked_images(images):
+  """`images` (a tensor or an array) as a tensor, or ValueError unless float32 [B, 64, 64, 3]."""
+  images = tf.convert_to_tensor(images)
   shape = images.shape
   if shape.rank != 4 or tuple(shape[1:]) != IMAGE_SHAPE:
     raise ValueError(f"Expected images of shape [batch, 64, 64, 3]. Received: {shape}")
   if images.dtype != tf.float32:
     raise ValueError(f"Expected float32 images in [0, 1]. Received dtype: {images.dtype.name}")
+  return images
 
 
 def _sample(loc, scale, noise):
@@ -69,6 +72,11 @@ class _LatentVariableModel(keras.Model):
     super().__init__(dtype="float32", **kwargs)
     self.precision = precision
 
+  def _base_config(self):
+    """What `get_config` keeps of Keras's own arguments: not the dtype, which `precision`
+    sets."""
+    return {"name": self.name, "trainable": self.trainable}
+
   def decode(self, latents):
     """Latents [B, M, D] -> float32 Bernoulli logits [B, 64, 64, 3]."""
     return tf.cast(self.decoder(latents), tf.float32)
@@ -80,6 +88,7 @@ class _LatentVariableModel(keras.Model):
     return outputs
 
 
+@keras.saving.register_keras_serializable(package="mvae_tf")
 class MVAE(_LatentVariableModel):
   """The multi-entity VAE.
 
@@ -126,7 +135,7 @@ class MVAE(_LatentVariableModel):
     super().build(input_shape)
 
   def encode(self, images):
-    _check_images(images)
+    images = _checked_images(images)
     params = tf.cast(self.encoder(images), tf.float32)  # [B, H, W, 2 * D]
     loc, scale = encoder_lib.split_params(params)  # [B, H, W, D] each
     if self.config.position_in_cell:
@@ -137,7 +146,8 @@ class MVAE(_LatentVariableModel):
     return selected
 
   def get_config(self):
-    return {"num_objects": self.config.num_objects, "latent_dim": self.config.latent_dim,
+    return {**self._base_config(),
+            "num_objects": self.config.num_objects, "latent_dim": self.config.latent_dim,
             "aggregation": self.config.aggregation, "num_pooling": self.config.num_pooling,
             "precision": self.precision,
             "suppression_radius": self.config.suppression_radius,
@@ -148,6 +158,7 @@ class MVAE(_LatentVariableModel):
             "suppression_kl_ratio": self.config.suppression_kl_ratio}
 
 
+@keras.saving.register_keras_serializable(package="mvae_tf")
 class VAE(_LatentVariableModel):
   """The standard VAE baseline of appendix A, presented as one 60-D object."""
 
@@ -172,7 +183,7 @@ class VAE(_LatentVariableModel):
     super().build(input_shape)
 
   def encode(self, images):
-    _check_images(images)
+    images = _checked_images(images)
     features = self.flatten(self.encoder(images))  # [B, H*W*24]
     params = tf.cast(self.project(features), tf.float32)  # [B, 2 * D]
     loc, scale = encoder_lib.split_params(params[:, None, :])  # [B, 1, D] each
@@ -182,7 +193,8 @@ class VAE(_LatentVariableModel):
             "kl_map": kl[:, :, None]}  # [B, 1, 1]
 
   def get_config(self):
-    return {"latent_dim": self.config.latent_dim, "num_pooling": self.config.num_pooling,
+    return {**self._base_config(),
+            "latent_dim": self.config.latent_dim, "num_pooling": self.config.num_pooling,
             "precision": self.precision, "decoder_width": self.config.decoder_width,
             "head_kernel": self.config.head_kernel}
 

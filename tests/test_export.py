@@ -348,12 +348,14 @@ def _readme_python_blocks():
   return re.findall(r"```python\n(.*?)```", text, flags=re.S)
 
 
-def test_readme_python_examples_run(mvae_run):
-  _, export_dir, path = mvae_run
+def test_readme_python_examples_run(mvae_run, tmp_path):
+  model_dir, export_dir, path = mvae_run
   blocks = _readme_python_blocks()
   assert blocks, "the README has no Python example"
   for block in blocks:
     code = block.replace("/tmp/mvae_export/1", path).replace("/tmp/mvae_export", export_dir)
+    code = code.replace("/tmp/mvae.keras", str(tmp_path / "mvae.keras"))
+    code = code.replace('"/tmp/mvae"', repr(model_dir))
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             timeout=300, cwd=ROOT)
     assert result.returncode == 0, (block, result.stderr[-2000:])

@@ -92,11 +92,21 @@ def test_vae_presents_one_object():
     (tf.zeros([B, 32, 32, 3]), r"shape \[batch, 64, 64, 3\]"),
     (tf.zeros([B, 64, 64, 1]), r"shape \[batch, 64, 64, 3\]"),
     (tf.zeros([B, 64, 64, 3], tf.float64), "float32"),
+    (np.zeros([B, 64, 64, 3]), "float32"),  # numpy's default float64
+    (np.zeros([64, 64, 3], np.float32), r"shape \[batch, 64, 64, 3\]"),
 ])
 def test_bad_images(images, message):
   mvae = model.build_model(config.ModelConfig("mvae", N, D))
   with pytest.raises(ValueError, match=message):
     mvae.encode(images)
+
+
+def test_encode_takes_numpy_images_as_it_takes_tensors():
+  mvae = model.build_model(config.ModelConfig("mvae", N, D))
+  images = _images()
+  from_array, from_tensor = mvae.encode(images.numpy()), mvae.encode(images)
+  for key, value in from_tensor.items():
+    np.testing.assert_array_equal(from_array[key].numpy(), value.numpy(), err_msg=key)
 
 
 def test_negative_elbo_known_answer():
@@ -195,3 +205,33 @@ def test_head_kernel_reaches_the_encoders_head(model_config):
   built = model.build_model(model_config)
   assert built.encoder.head.kernel.shape[:2] == (1, 1)
   assert built.config == model_config
+
+
+@pytest.mark.parametrize("model_config, precision", [
+    (config.ModelConfig("mvae", N, D), "float32"),
+    (config.ModelConfig("mvae", N, D, "gated_sum", num_pooling=3, suppression_radius=1,
+                        decoder_width=2, learned_background=True, position_in_cell=True,
+                        head_kernel=1, suppression_kl_ratio=0.5), "float32"),
+    (config.ModelConfig("mvae", N, D), "mixed_bfloat16"),
+    (config.ModelConfig("vae", 1, 7, num_pooling=3), "float32")],
+                         ids=["mvae", "mvae_every_option", "mvae_bf16", "vae"])
+def test_the_keras_format_round_trips(tmp_path, model_config, precision):
+  """`model.save("m.keras")` and `keras.models.load_model` give the same model: its class,
+  config, precision and weights (made distinct from any fresh initialisation first)."""
+  import keras
+  saved = model.build_model(model_config, precision)
+  rng = np.random.RandomState(3)
+  for weight in saved.weights:
+    weight.assign(weight.numpy() + rng.normal(0.0, 0.1, weight.shape).astype(np.float32))
+  path = str(tmp_path / "m.keras")
+  saved.save(path)
+  loaded = keras.models.load_model(path)
+  assert type(loaded) is type(saved) and loaded.name == saved.name
+  assert loaded.config == model_config and loaded.precision == precision
+  assert loaded.get_config() == saved.get_config()
+  assert [w.path for w in loaded.weights] == [w.path for w in saved.weights]
+  for a, b in zip(saved.weights, loaded.weights):
+    np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
+  images = _images()
+  np.testing.assert_array_equal(saved(images)["logits"].numpy(),
+                                loaded(images)["logits"].numpy())
