@@ -101,6 +101,19 @@ def test_bad_images(images, message):
     mvae.encode(images)
 
 
+@pytest.mark.parametrize("model_config", [config.ModelConfig("mvae", N, D),
+                                          config.ModelConfig("vae", 1, 7)], ids=["mvae", "vae"])
+def test_bad_latents(model_config):
+  built = model.build_model(model_config)
+  dim = model_config.latent_dim
+  for latents in (tf.zeros([B, dim]), tf.zeros([B, N, dim + 1]), np.zeros([B, 1, N, dim])):
+    with pytest.raises(ValueError, match=rf"latents of shape \[batch, objects, {dim}\]"):
+      built.decode(latents)
+  # Any number of objects decodes, none included; arrays as tensors.
+  for objects in (0, 1, N + 2):
+    assert built.decode(np.zeros([B, objects, dim], np.float32)).shape == (B, 64, 64, 3)
+
+
 def test_encode_takes_numpy_images_as_it_takes_tensors():
   mvae = model.build_model(config.ModelConfig("mvae", N, D))
   images = _images()
