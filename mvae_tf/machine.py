@@ -86,9 +86,39 @@ def describe(facts):
           f"{'on' if facts['onednn'] else 'off'}, GPUs: {', '.join(facts['gpus']) or 'none'}")
 
 
-def bfloat16_warning(precision, num_gpus, path="/proc/cpuinfo"):
-  """A one-line warning when `precision` is bfloat16 on hardware that emulates it, or None."""
-  if precision != "mixed_bfloat16" or num_gpus or cpu_has_bfloat16_units(path):
+# NVIDIA GPUs compute bfloat16 in their tensor cores from compute capability 8.0 (Ampere).
+GPU_BFLOAT16_CAPABILITY = (8, 0)
+
+
+def gpu_compute_capabilities():
+  """The (major, minor) compute capability of each GPU TF sees, None where TF does not say
+  (imports TensorFlow)."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  return [tf.config.experimental.get_device_details(gpu).get("compute_capability")
+          for gpu in tf.config.list_physical_devices("GPU")]
+
+
+def bfloat16_warning(precision, gpu_capabilities, path="/proc/cpuinfo"):
+  """A one-line warning when `precision` is bfloat16 on hardware without bfloat16 units,
+  or None.
+
+  Args:
+    precision: a `config.PRECISIONS` name.
+    gpu_capabilities: `gpu_compute_capabilities()`: [] trains on the CPU, whose flags
+      (`path`) then decide; GPUs warn when one of them is known to be older than
+      GPU_BFLOAT16_CAPABILITY.
+  """
+  if precision != "mixed_bfloat16":
+    return None
+  if gpu_capabilities:
+    older = sorted({c for c in gpu_capabilities if c and tuple(c) < GPU_BFLOAT16_CAPABILITY})
+    if not older:
+      return None
+    return ("warning: --precision=mixed_bfloat16 on a GPU of compute capability "
+            f"{', '.join(f'{major}.{minor}' for major, minor in older)}, without bfloat16 "
+            "tensor cores (8.0, Ampere, and later have them): expect it to be no faster "
+            "than --precision=float32")
+  if cpu_has_bfloat16_units(path):
     return None
   return ("warning: --precision=mixed_bfloat16 on a CPU without bfloat16 units (no "
           "avx512_bf16 or amx_bf16 flag) and no GPU: it trains correctly but slower than "

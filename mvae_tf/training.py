@@ -390,7 +390,7 @@ def train(model_config, train_config, model_dir, strategy=None, options=LoopOpti
   if chief:
     run_dir.check_model_dir(model_dir, model_config, train_config)
   warning = machine.bfloat16_warning(train_config.precision,
-                                     len(tf.config.list_physical_devices("GPU")))
+                                     machine.gpu_compute_capabilities())
   if warning:
     log(warning)
   last = train_config.unselected_kl_last_step

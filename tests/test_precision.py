@@ -59,23 +59,34 @@ def test_a_bfloat16_run_resumes_in_float32_and_exports_float32_signatures(tmp_pa
     assert {spec.dtype for spec in outputs.values()} == {tf.float32}, name
 
 
-@pytest.mark.parametrize("flags, gpus, precision, warns", [
-    ("avx2 avx512f", 0, "mixed_bfloat16", True),
-    ("avx2 avx512f avx512_bf16", 0, "mixed_bfloat16", False),
-    ("avx2 amx_bf16", 0, "mixed_bfloat16", False),
-    ("avx2", 1, "mixed_bfloat16", False),
-    ("avx2", 0, "float32", False),
+@pytest.mark.parametrize("flags, gpus, precision, warning_says", [
+    ("avx2 avx512f", [], "mixed_bfloat16", "CPU without bfloat16 units"),
+    ("avx2 avx512f avx512_bf16", [], "mixed_bfloat16", None),
+    ("avx2 amx_bf16", [], "mixed_bfloat16", None),
+    ("avx2", [], "float32", None),
+    # On GPUs the CPU's flags do not matter; their compute capability does.
+    ("avx2", [(8, 0)], "mixed_bfloat16", None),
+    ("avx2", [(9, 0), (8, 6)], "mixed_bfloat16", None),
+    ("avx2", [None], "mixed_bfloat16", None),  # TF does not say: no guess.
+    ("avx2 avx512_bf16", [(7, 5)], "mixed_bfloat16", "compute capability 7.5,"),
+    ("avx2", [(8, 0), (7, 0), (7, 0)], "mixed_bfloat16", "compute capability 7.0,"),
+    ("avx2", [(7, 0), (6, 1)], "mixed_bfloat16", "compute capability 6.1, 7.0,"),
+    ("avx2", [(7, 5)], "float32", None),
 ])
 def test_bfloat16_without_bf16_units_warns_in_one_line(tmp_path, flags, gpus, precision,
-                                                      warns):
+                                                      warning_says):
   cpuinfo = tmp_path / "cpuinfo"
   cpuinfo.write_text(f"processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: fpu {flags}\n")
   warning = machine.bfloat16_warning(precision, gpus, path=str(cpuinfo))
-  if warns:
-    assert len(warning.splitlines()) == 1
-    assert "slower than --precision=float32" in warning
+  if warning_says:
+    assert len(warning.splitlines()) == 1 and warning_says in warning
+    assert "--precision=float32" in warning
   else:
     assert warning is None
+
+
+def test_this_machine_reports_a_capability_for_each_gpu():
+  assert len(machine.gpu_compute_capabilities()) == len(tf.config.list_physical_devices("GPU"))
 
 
 def test_cpu_facts_read_the_flags(tmp_path):
