@@ -13,6 +13,7 @@ writes it.
 import json
 import os
 import sys
+import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # oneDNN kernels on every CPU (README).
@@ -75,9 +76,14 @@ def main(argv):
   source = {k: v for k, v in model.source.items() if k in ("model_dir", "saved_model")}
   result = {**source, "step": model.step, "num_sprites": num_sprites,
             "presence_prob": presence_prob, "grid": model.grid_size}
+  start = time.time()
+
+  def progress(stage):  # On stderr: stdout is the JSON alone.
+    print(f"[{time.time() - start:5.0f}s] {stage}", file=sys.stderr, flush=True)
+
   result.update(evaluation.object_counting(
       model.codec, num_sprites, FLAGS.search_scenes, FLAGS.test_scenes, FLAGS.search_seed,
-      FLAGS.test_seed, presence_prob))
+      FLAGS.test_seed, presence_prob, progress))
   print(json.dumps(result, indent=2))
   if FLAGS.output:
     config.write_json_atomic(FLAGS.output, result)

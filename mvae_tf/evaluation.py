@@ -292,7 +292,7 @@ def counting_errors(test, predicted):
 
 
 def object_counting(codec, num_sprites, search_scenes, test_scenes, search_seed, test_seed,
-                    presence_prob=0.5):
+                    presence_prob=0.5, progress=None):
   """Paper 4.3: threshold searched on `search_scenes`, accuracy on `test_scenes`.
 
   The headline is the paper's protocol: count the candidate cells whose KL exceeds a
@@ -306,9 +306,15 @@ def object_counting(codec, num_sprites, search_scenes, test_scenes, search_seed,
   most a read-out of one cell per sprite could reach on this grid. `errors` breaks the
   headline's test errors down by the one sprite's scale, by the distance between the
   nearest two sprites and by how many pixels sprites share (`counting_errors`).
+
+  `progress`, if given, is called with the name of each stage as it starts.
   """
+  progress = progress or (lambda stage: None)
+  progress(f"encoding the {search_scenes} search scenes (seed {search_seed})")
   search = counting_evidence(codec, num_sprites, search_scenes, search_seed, presence_prob)
+  progress(f"encoding the {test_scenes} test scenes (seed {test_seed})")
   test = counting_evidence(codec, num_sprites, test_scenes, test_seed, presence_prob)
+  progress("searching the thresholds")
 
   def searched(key):
     """A threshold on `key`'s values ([M, N] are read as one row of N cells) searched on

@@ -235,6 +235,11 @@ def test_count_objects_reports_the_protocol(tmp_path, runs):
   assert result.returncode == 0, result.stderr[-2000:]
   counted = json.loads(output.read_text())
   assert counted == json.loads(result.stdout)
+  # Progress on stderr, one line per stage, each with the seconds elapsed.
+  stages = [l for l in result.stderr.splitlines() if re.match(r"\[\s*\d+s\] ", l)]
+  assert [re.sub(r"^\[\s*\d+s\] ", "", l) for l in stages] == [
+      "encoding the 64 search scenes (seed 5)", "encoding the 96 test scenes (seed 6)",
+      "searching the thresholds"]
   grid = config.ModelConfig("mvae", num_objects=3, latent_dim=4).kl_map_size
   assert (counted["model_dir"], counted["step"], counted["grid"]) == (mvae_dir, 3, grid)
   assert (counted["num_sprites"], counted["presence_prob"]) == (2, 0.5)
