@@ -1,8 +1,8 @@
 """The replicas a run trains on: `tf.distribute` strategies over GPUs, CPUs and workers.
 
-Every strategy here is data-parallel with mirrored variables (paper appendix A trains on
-one device; `training` makes the step the same function on any number of replicas). Without
-GPUs the CPU can be split into logical devices, each a replica on its share of the cores.
+Every strategy here is data-parallel with mirrored variables; `training` makes the step
+the same function on any number of replicas. Without GPUs the CPU can be split into
+logical devices, each a replica on its share of the cores.
 """
 
 import os

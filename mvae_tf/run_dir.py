@@ -3,7 +3,8 @@
 The directory holds `config.json` (the run's configuration, which export and evaluation
 read back), TF checkpoints (`checkpoints`) and TensorBoard event files. A run resumes only
 in a directory of the same configuration, but for the settings that may change on resume
-(`config.RESUMABLE_KEYS`); nothing is written before the checks pass.
+(`config.RESUMABLE_KEYS`); nothing is written before the checks pass but a probe of
+writability, removed at once.
 """
 
 import os
