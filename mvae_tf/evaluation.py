@@ -15,6 +15,7 @@ import tensorflow as tf
 from mvae_tf import config
 from mvae_tf import counting
 from mvae_tf import data
+from mvae_tf import export
 from mvae_tf import losses
 from mvae_tf import metrics
 
@@ -43,13 +44,16 @@ class Codec:
 
   @classmethod
   def from_saved_model(cls, path):
+    """The codec of an export's version directory; its `metadata` (`export.read_metadata`)
+    is kept as the attribute of that name."""
     loaded = tf.saved_model.load(path)
     encode, decode = loaded.signatures["encode"], loaded.signatures["decode"]
-    meta = {k: v.numpy() for k, v in loaded.signatures["metadata"]().items()}
+    meta = export.read_metadata(loaded)
     codec = cls(lambda x: {k: v.numpy() for k, v in encode(images=tf.constant(x)).items()},
                 lambda z: decode(latents=tf.constant(z, tf.float32))["logits"].numpy(),
                 int(meta["num_objects"]), int(meta["latent_dim"]))
     codec.loaded = loaded  # Keeps the functions' variables alive.
+    codec.metadata = meta
     return codec
 
   def solo_decodes(self, latents):

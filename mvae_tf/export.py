@@ -72,6 +72,16 @@ def _checked(tensor, expected, message):
     return tf.identity(tensor)
 
 
+def read_metadata(loaded):
+  """The `metadata` signature of a loaded export (`tf.saved_model.load`) as Python values:
+  strings decoded, numbers as Python's int and float. KeyError if it has none."""
+  metadata = {}
+  for key, value in loaded.signatures["metadata"]().items():
+    value = value.numpy()
+    metadata[key] = value.decode() if isinstance(value, bytes) else value.item()
+  return metadata
+
+
 def _signature_functions(model, step, train_config=None):
   """The exported functions, each taking named tensors and returning a dict."""
   model_config = model.config

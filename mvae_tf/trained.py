@@ -100,9 +100,7 @@ def from_export(path):
         f"{path!r} holds no saved_model.pb: give one exported version, E/<V>")
   try:
     codec = evaluation.Codec.from_saved_model(path)
-    # The metadata's strings decoded, its numbers as Python's.
-    metadata = {k: v.numpy().decode() if v.dtype == tf.string else v.numpy().item()
-                for k, v in codec.loaded.signatures["metadata"]().items()}
+    metadata = codec.metadata
     step, grid_size = int(metadata["step"]), int(metadata["grid_size"])
   except (ValueError, KeyError, OSError, tf.errors.OpError) as e:
     raise config_lib.ConfigError(

@@ -32,6 +32,7 @@ import numpy as np
 import tensorflow as tf
 
 from mvae_tf import config as config_lib
+from mvae_tf import export
 
 WARM_START_FILE = "warm_start.json"
 # Global batches whose mean squared gradient starts Adam's second moment.
@@ -81,10 +82,7 @@ def read_export(path):
   if "metadata" not in loaded.signatures:
     raise _error(path, "the SavedModel has no metadata signature; give a version directory "
                  "that export.py wrote")
-  metadata = {}
-  for key, value in loaded.signatures["metadata"]().items():
-    value = value.numpy()
-    metadata[key] = value.decode() if isinstance(value, bytes) else value.item()
+  metadata = export.read_metadata(loaded)
   missing = sorted({"step", "model", "num_objects", "latent_dim", "grid_size"} - set(metadata))
   if missing or not getattr(loaded, "variables", None):
     what = f"no {', '.join(missing)} in its metadata" if missing else "no variables"
