@@ -539,22 +539,33 @@ def read_run_config(model_dir):
     raise ConfigError(f"malformed run configuration {path}: {e}") from None
 
 
-def write_json_atomic(path, obj):
-  """Writes JSON to a temporary file beside `path`, then renames it into place.
+def write_file_atomic(path, write, mode="w"):
+  """Calls `write(f)` on a temporary file beside `path`, then renames it into place, so
+  `path` holds the old file or the whole new one, never a part.
 
   The temporary is created as `open()` creates a new file (mode 0o666 less the umask), not
-  with mkstemp's owner-only 0o600, so a shared model directory's JSON stays readable; a
-  random name and O_EXCL keep two writers apart.
+  with mkstemp's owner-only 0o600, so a shared directory's files stay readable; a random
+  name and O_EXCL keep two writers apart. `mode` is "w" (text) or "wb".
   """
   directory = os.path.dirname(os.path.abspath(path))
-  tmp = os.path.join(directory, f".tmp-{secrets.token_hex(8)}.json")
+  suffix = os.path.splitext(path)[1]
+  tmp = os.path.join(directory, f".tmp-{secrets.token_hex(8)}{suffix}")
   fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
   try:
-    with os.fdopen(fd, "w") as f:
-      json.dump(obj, f, indent=2, sort_keys=True)
-      f.write("\n")
+    with os.fdopen(fd, mode) as f:
+      write(f)
     os.replace(tmp, path)
   except BaseException:
     if os.path.exists(tmp):
       os.remove(tmp)
     raise
+
+
+def write_json_atomic(path, obj):
+  """Writes `obj` as JSON to `path` (`write_file_atomic`)."""
+
+  def write(f):
+    json.dump(obj, f, indent=2, sort_keys=True)
+    f.write("\n")
+
+  write_file_atomic(path, write)

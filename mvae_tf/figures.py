@@ -1,11 +1,14 @@
 """Labelled PNG figures of the paper's qualitative experiments (Figs. 2-6)."""
 
+import os
+
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 import numpy as np
 
+from mvae_tf import config
 from mvae_tf import evaluation
 
 TRAVERSAL_VALUES = np.linspace(-2.25, 2.25, 7)  # Paper Figs. 4a and 5.
@@ -38,8 +41,14 @@ def image_grid(rows, row_labels, column_labels=None, title=None, cmap=None):
 
 
 def save(fig, path):
-  fig.savefig(path, dpi=80)
-  plt.close(fig)
+  """Writes `fig` to `path` in the format its extension names, atomically (an earlier
+  evaluation's figure there stays whole until the new one replaces it), and closes it."""
+  image_format = os.path.splitext(path)[1].lstrip(".") or "png"
+  try:
+    config.write_file_atomic(path, lambda f: fig.savefig(f, format=image_format, dpi=80),
+                             mode="wb")
+  finally:
+    plt.close(fig)
 
 
 def reconstructions_and_samples(codec, images, rng):
