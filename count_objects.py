@@ -69,6 +69,10 @@ def main(argv):
              else trained.from_export(FLAGS.saved_model))
   except (checkpoints.CheckpointError, config.ConfigError) as e:
     _fail(str(e) if FLAGS.model_dir else f"--saved_model {e}")
+  if model.model != "mvae":
+    flag = "model_dir" if FLAGS.model_dir else "saved_model"
+    _fail(f"--{flag} {getattr(FLAGS, flag)!r} holds a --model={model.model} model: counting "
+          "reads an MVAE's KL map of candidate objects (paper 4.3)")
   try:
     num_sprites, presence_prob = model.scene_settings(FLAGS.num_sprites, FLAGS.presence_prob)
   except config.ConfigError as e:

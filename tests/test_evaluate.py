@@ -190,7 +190,7 @@ def test_evaluate_a_saved_model_reads_the_data_from_its_metadata(tmp_path, expor
 
 
 def test_count_objects_flag_errors(tmp_path, runs, exports):
-  mvae_dir, _ = runs
+  mvae_dir, vae_dir = runs
   empty = tmp_path / "empty"
   empty.mkdir()
   for flags, message in [
@@ -198,6 +198,8 @@ def test_count_objects_flag_errors(tmp_path, runs, exports):
       ([f"--model_dir={mvae_dir}", f"--saved_model={exports[0]}"], "exactly one of"),
       ([f"--model_dir={empty}"], "--model_dir '.*empty' is empty"),
       ([f"--saved_model={empty}"], "--saved_model '.*empty' holds no saved_model.pb"),
+      ([f"--model_dir={vae_dir}"], "--model_dir '.*' holds a --model=vae model: counting"),
+      ([f"--saved_model={exports[1]}"], "--saved_model '.*' holds a --model=vae model"),
       ([f"--model_dir={mvae_dir}", "--search_scenes=0"],
        "--search_scenes must be >= 1; received 0"),
       ([f"--model_dir={mvae_dir}", "--test_scenes=-3"],
