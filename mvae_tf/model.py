@@ -78,8 +78,9 @@ class _LatentVariableModel(keras.Model):
     return {"name": self.name, "trainable": self.trainable}
 
   def decode(self, latents):
-    """Latents [B, M, D] -> float32 Bernoulli logits [B, 64, 64, 3]; M may be any number
-    of objects, 0 included (the decoder's pooling is symmetric, paper section 2)."""
+    """Latents [B, M, D] -> float32 Bernoulli logits [B, 64, 64, 3], for any number M of
+    objects, 0 included: g runs per object and the pooling takes whatever number comes
+    (paper section 2)."""
     latents = tf.convert_to_tensor(latents)
     shape = latents.shape
     if shape.rank != 3 or shape[-1] != self.config.latent_dim:
