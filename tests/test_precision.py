@@ -85,8 +85,18 @@ def test_bfloat16_without_bf16_units_warns_in_one_line(tmp_path, flags, gpus, pr
     assert warning is None
 
 
-def test_this_machine_reports_a_capability_for_each_gpu():
-  assert len(machine.gpu_compute_capabilities()) == len(tf.config.list_physical_devices("GPU"))
+def test_gpu_compute_capabilities_read_each_gpus_device_details(monkeypatch):
+  gpus = ["gpu0", "gpu1", "gpu2"]
+  details = {"gpu0": {"compute_capability": (8, 6), "device_name": "A"},
+             "gpu1": {"device_name": "no capability given"},
+             "gpu2": {"compute_capability": (7, 0)}}
+  monkeypatch.setattr(tf.config, "list_physical_devices",
+                      lambda kind=None: gpus if kind == "GPU" else [])
+  monkeypatch.setattr(tf.config.experimental, "get_device_details", details.__getitem__)
+  capabilities = machine.gpu_compute_capabilities()
+  assert capabilities == [(8, 6), None, (7, 0)]  # In TF's order, None where not given.
+  warning = machine.bfloat16_warning("mixed_bfloat16", capabilities)
+  assert "compute capability 7.0," in warning and "8.6" not in warning
 
 
 def test_cpu_facts_read_the_flags(tmp_path):
