@@ -34,6 +34,7 @@ import keras
 import tensorflow as tf
 
 from mvae_tf import activations
+from mvae_tf import conv
 from mvae_tf import native_ops
 from mvae_tf import translation
 from mvae_tf import upsampling
@@ -61,9 +62,9 @@ class ObjectNetwork(keras.layers.Layer):
                                      name="dense2", dtype=policy)
     self.reshape = keras.layers.Reshape(G_RESHAPE, name="reshape", dtype=policy)
     self.upsample = upsampling.BilinearUpsample2x(name="upsample", dtype=policy)
-    self.conv1 = keras.layers.Conv2D(width * G_FILTERS[0], 3, padding="same",
+    self.conv1 = conv.Conv2D(width * G_FILTERS[0], 3, padding="same",
                                      activation=activations.elu, name="conv1", dtype=policy)
-    self.conv2 = keras.layers.Conv2D(width * G_FILTERS[1], 3, padding="same",
+    self.conv2 = conv.Conv2D(width * G_FILTERS[1], 3, padding="same",
                                      activation=activations.elu, name="conv2", dtype=policy)
 
   @property
@@ -80,18 +81,18 @@ class ObjectNetwork(keras.layers.Layer):
       layer.build(shape)
       shape = layer.compute_output_shape(shape)
     shape = (shape[0], *G_RESHAPE)
-    for conv in self.convs:
+    for layer in self.convs:
       shape = (shape[0], 2 * shape[1], 2 * shape[2], shape[3])
-      conv.build(shape)
-      shape = conv.compute_output_shape(shape)
+      layer.build(shape)
+      shape = layer.compute_output_shape(shape)
 
   def call(self, latents):
     features = latents
     for layer in self.dense:
       features = layer(features)
     features = self.reshape(features)  # [M, 8, 8, 16]
-    for conv in self.convs:
-      features = conv(self.upsample(features))
+    for layer in self.convs:
+      features = layer(self.upsample(features))
     return features  # [M, 32, 32, 16 * width]
 
 
@@ -191,12 +192,12 @@ class Renderer(keras.layers.Layer):
   def __init__(self, width=1, **kwargs):
     super().__init__(**kwargs)
     policy = self.dtype_policy
-    self.conv1 = keras.layers.Conv2D(width * H_FILTERS[0], 3, padding="same",
+    self.conv1 = conv.Conv2D(width * H_FILTERS[0], 3, padding="same",
                                      activation=activations.elu, name="conv1", dtype=policy)
     self.upsample = upsampling.BilinearUpsample2x(name="upsample", dtype=policy)
-    self.conv2 = keras.layers.Conv2D(width * H_FILTERS[1], 3, padding="same",
+    self.conv2 = conv.Conv2D(width * H_FILTERS[1], 3, padding="same",
                                      activation=activations.elu, name="conv2", dtype=policy)
-    self.logits = keras.layers.Conv2D(3, 3, padding="same", name="conv3", dtype=policy)
+    self.logits = conv.Conv2D(3, 3, padding="same", name="conv3", dtype=policy)
 
   def build(self, input_shape):
     shape = tuple(input_shape)

@@ -24,6 +24,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from mvae_tf import activations
+from mvae_tf import conv
 from mvae_tf.config import HEAD_KERNEL
 
 tfd = tfp.distributions
@@ -135,7 +136,7 @@ class CandidateEncoder(keras.layers.Layer):
     # but not the lists Keras 3 wraps.
     trunk = []
     for i, filters in enumerate(TRUNK_FILTERS):
-      trunk.append(keras.layers.Conv2D(filters, 3, padding="same",
+      trunk.append(conv.Conv2D(filters, 3, padding="same",
                                        activation=activations.elu, name=f"conv{i + 1}",
                                        dtype=policy))
       if i < num_pooling:
@@ -144,9 +145,9 @@ class CandidateEncoder(keras.layers.Layer):
       setattr(self, layer.name, layer)
     self._trunk_names = tuple(layer.name for layer in trunk)
     self.add_coords = AddCoords(name="add_coords", dtype=policy)
-    self.head = keras.layers.Conv2D(HEAD_FILTERS, head_kernel, padding="same",
+    self.head = conv.Conv2D(HEAD_FILTERS, head_kernel, padding="same",
                                     activation=activations.elu, name="conv5", dtype=policy)
-    self.params = keras.layers.Conv2D(2 * latent_dim, 1, name="conv6", dtype=policy)
+    self.params = conv.Conv2D(2 * latent_dim, 1, name="conv6", dtype=policy)
 
   @property
   def trunk(self):

@@ -62,6 +62,24 @@ def cpu_has_bfloat16_units(path="/proc/cpuinfo"):
   return facts["avx512_bf16"] or facts["amx_bf16"]
 
 
+# oneDNN's names (`ONEDNN_MAX_CPU_ISA`) of the instruction sets below AVX-512.
+_ONEDNN_ISAS_BELOW_AVX512 = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2")
+
+
+def onednn_runs_avx2(path="/proc/cpuinfo", environ=None):
+  """Whether oneDNN runs its AVX2 kernels here, with FMA: an x86 CPU with AVX2 and FMA and
+  either no AVX-512 or `ONEDNN_MAX_CPU_ISA` in `environ` (default `os.environ`) naming an
+  instruction set below it (the AVX2 emulation of docs/throughput.md). There its
+  convolutions' filter gradients ran at a third to a half of the matmul's rate
+  (`native_ops`, `conv`)."""
+  environ = os.environ if environ is None else environ
+  flags = _cpuinfo(path).get("flags", set())
+  if not {"avx2", "fma"} <= flags:
+    return False
+  limit = environ.get("ONEDNN_MAX_CPU_ISA", "").strip().upper()
+  return "avx512f" not in flags or limit in _ONEDNN_ISAS_BELOW_AVX512
+
+
 def onednn_enabled():
   """Whether TensorFlow runs its oneDNN kernels in this process (imports TensorFlow)."""
   from tensorflow.python.util import _pywrap_util_port  # pylint: disable=g-import-not-at-top

@@ -2,7 +2,7 @@
 
 TensorFlow's wheels run their non-oneDNN ops (Eigen's) in code built for any x86-64 CPU
 with AVX, and some of the step's work takes several TF ops where one pass would do
-(README, "Throughput"). `kernels/` holds three such pieces, each the same function as
+(README, "Throughput"). `kernels/` holds four such pieces, each the same function as
 TF's ops:
 
 * `MvaeEluGrad` (`elu_grad.cc`), the ELU's gradient in bfloat16, bit for bit TF's
@@ -17,11 +17,16 @@ TF's ops:
   objects and its closed-form gradient (`decoder._softmax_pool`) in one pass each, where TF
   takes a slice, a softmax over a middle axis, a dozen elementwise ops over
   [B, N, 32, 32, C] and, in bf16, casts to float32 and back. Used by `decoder.aggregate`.
+* `MvaeConv3x3FilterGrad` (`conv_filter_grad.cc`), the filter gradient of a 3x3 "same"
+  convolution in float32, as register tiles of fused multiply-adds over each image row,
+  where oneDNN's AVX2 kernel ran at a third to a half of the matmul's rate on an
+  AVX2-only CPU. Used by `conv.Conv2D` where oneDNN runs AVX2 kernels.
 
 Scope. `Kernels` holds the loaded ops. Within `training_kernels(kernels)` (the training
-step opens it, `training.Trainer`), `activations.elu`, `upsampling.bilinear_upsample_2x`
-and `decoder.aggregate` trace them, through `tf.custom_gradient`; everything else, export
-above all, traces TF's ops alone, so a SavedModel needs nothing of this module. The scope
+step opens it, `training.Trainer`), `activations.elu`, `upsampling.bilinear_upsample_2x`,
+`decoder.aggregate` and `conv.Conv2D` trace them, through `tf.custom_gradient`; everything
+else, export above all, traces TF's ops alone, so a SavedModel needs nothing of this
+module. The scope
 is a `contextvars.ContextVar`, read when a function is traced: the training step opens it
 inside each replica's function, since MirroredStrategy traces replicas in threads of their
 own.
@@ -168,6 +173,13 @@ class Kernels:
     softmax_pool: objects [B, N, ..., C] -> (pooled [B, ..., C], weights [B, N, ..., 1]
       float32): `decoder._softmax_pool` and its softmax weights, to float32's rounding.
     softmax_pool_grad: (objects, weights, dL/dpooled) -> dL/dobjects, its gradient.
+    conv3x3_filter_grad: (inputs [B, H, W, I], gradients [B, H, W, O]) -> [3, 3, I, O],
+      float32, I or O a multiple of 8: `tf.raw_ops.Conv2DBackpropFilter` of a 3x3
+      convolution, stride 1, "SAME" padding, to float32's rounding (summed in another order).
+    use_conv3x3_filter_grad: whether the model's convolutions take it in training
+      (`conv.Conv2D`): where oneDNN runs its AVX2 kernels (`machine.onednn_runs_avx2`),
+      whose filter gradients it beat 1.4-2.3x; oneDNN's AVX-512 ones ran at 0.8-1.1 of the
+      matmul and are kept (docs/throughput.md).
     march: the instruction set they were compiled for (`build`'s).
   """
   elu_grad: Callable
@@ -175,6 +187,8 @@ class Kernels:
   upsample_grad: Callable
   softmax_pool: Callable
   softmax_pool_grad: Callable
+  conv3x3_filter_grad: Callable
+  use_conv3x3_filter_grad: bool = False
   march: str = NATIVE
 
 
@@ -210,6 +224,8 @@ def _build_and_load(cache_dir, compiler, march):
                  upsample_grad=ops.mvae_bilinear_upsample2x_grad,
                  softmax_pool=ops.mvae_softmax_pool,
                  softmax_pool_grad=ops.mvae_softmax_pool_grad,
+                 conv3x3_filter_grad=ops.mvae_conv3x3_filter_grad,
+                 use_conv3x3_filter_grad=machine.onednn_runs_avx2(),
                  march=march)
 
 

@@ -66,20 +66,36 @@ def _gradients(precision, native_kernels):
 
 
 # Each variable's gradient, ||ours - TF's|| / ||TF's||. In float32 the kernels compute the
-# upsampling and the softmax pooling in another order than TF's ops (measured at most
-# 6.6e-7 over the model's variables). In bf16 the ELU gradient is bit for bit TF's, but the
-# upsampling and the pooling round once where TF's ops round twice or more, which moves
-# activations by bf16 steps (2^-8): measured at most 0.6%.
+# upsampling, the softmax pooling and (where oneDNN runs AVX2) the filter gradients in
+# another order than TF's ops (measured at most 2.6e-6 over the model's variables).
 @needs_compiler
-@pytest.mark.parametrize("precision, tolerance", [("float32", 1e-5),
-                                                  ("mixed_bfloat16", 0.03)])
-def test_the_step_with_the_compiled_kernels_has_tfs_gradients(precision, tolerance):
-  native, ours = _gradients(precision, True)
-  plain, tfs = _gradients(precision, False)
+def test_the_float32_step_with_the_compiled_kernels_has_tfs_gradients():
+  native, ours = _gradients("float32", True)
+  plain, tfs = _gradients("float32", False)
   assert native.kernels is not None and native.native_kernel_error is None
   assert plain.kernels is None
   for name, (a, b) in zip([v.path for v in native.model.trainable_variables], zip(ours, tfs)):
-    assert np.linalg.norm(a - b) <= tolerance * np.linalg.norm(b), name
+    assert np.linalg.norm(a - b) <= 1e-5 * np.linalg.norm(b), name
+
+
+# In bf16 the ELU gradient is bit for bit TF's, but the upsampling and the pooling round
+# once where TF's ops round twice or more, which moves activations by bf16 steps (2^-8).
+# How far that takes the gradients from TF's bf16 ones depends on how TF computes in bf16:
+# at most 0.6% on CPUs with bf16 units (oneDNN's kernels), up to 3.8% on an AVX2-only AMD
+# EPYC, where TF's bf16 convolutions run in Eigen and its own bf16 gradients differ from the
+# float32 ones by 3-10%. So the kernels are held to TF's own accuracy: each variable's bf16
+# gradient no farther from the float32 gradient than TF's bf16 ops' (measured at most
+# 1.013x as far there), with a tenth of slack.
+@needs_compiler
+def test_the_bfloat16_step_with_the_compiled_kernels_is_as_accurate_as_tfs():
+  native, ours = _gradients("mixed_bfloat16", True)
+  plain, tfs = _gradients("mixed_bfloat16", False)
+  _, exact = _gradients("float32", False)
+  assert native.kernels is not None and plain.kernels is None
+  for name, a, b, c in zip([v.path for v in native.model.trainable_variables], ours, tfs,
+                           exact):
+    assert np.linalg.norm(a - c) <= 1.1 * np.linalg.norm(b - c), name
+    assert np.linalg.norm(a - b) <= 0.1 * np.linalg.norm(c), name  # the same function
 
 
 def test_kernels_that_cannot_be_built_leave_tfs_ops_and_one_log_line(monkeypatch, tmp_path):

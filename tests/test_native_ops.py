@@ -104,7 +104,7 @@ def test_the_kernels_are_built_once_and_again_when_a_source_or_header_changes(tm
   command = log.read_text().split()
   assert "-march=native" in command and "-ffp-contract=off" in command
   assert {os.path.basename(arg) for arg in command if arg.endswith(".cc")} == {
-      "elu_grad.cc", "softmax_pool.cc", "upsample.cc"}
+      "conv_filter_grad.cc", "elu_grad.cc", "softmax_pool.cc", "upsample.cc"}
   assert os.path.basename(first).startswith("mvae_kernels-") and first.endswith(".so")
   builds = {first}
   for name in ("upsample.cc", "bfloat16_bits.h"):
@@ -127,6 +127,7 @@ def test_another_instruction_set_is_another_build(tmp_path):
 
 # The tests that run the compiled kernels against TF's ops.
 _KERNEL_TESTS = ["tests/test_native_ops.py", "tests/test_upsampling.py", "tests/test_decoder.py",
+                 "tests/test_conv.py",
                  "tests/test_activations.py", "-k",
                  "(compiled or bit_for_bit or kernel) and not avx2"]  # Not this test again.
 
