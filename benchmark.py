@@ -98,13 +98,15 @@ def matmul_gflops(dtype, size, repeats):
 
 
 def training_steps(num_sprites, precision, sizes, check_finite=True, jit_compile=False,
-                   strategy=None, native_kernels=True, **model_settings):
+                   strategy=None, native_kernels=True, kernels=None, **model_settings):
   """A function that runs `sizes.steps` full training steps on one cached batch.
 
   `jit_compile` compiles each replica's forward and backward pass with XLA (Adam's update
   and the all-reduce stay outside); `benchmarks/xla_step.py` uses it to measure XLA.
   `strategy` defaults to `distribution.make_strategy()` (one replica on a CPU).
-  `native_kernels` is `training.Trainer`'s (`benchmarks/native_step.py` compares).
+  `native_kernels` is `training.Trainer`'s (`benchmarks/native_step.py` compares);
+  `kernels`, a `native_ops.Kernels`, replaces the ones it loads (`native_step.py
+  --baseline=onednn_filter_grads` turns one of them off).
   `model_settings` are `config.ModelConfig` fields other than the defaults (such as
   `num_pooling`; `benchmarks/grid_step.py` times grids with them).
   """
@@ -120,6 +122,8 @@ def training_steps(num_sprites, precision, sizes, check_finite=True, jit_compile
                              check_finite=check_finite, native_kernels=native_kernels)
   if trainer.native_kernel_error:
     print(f"native kernels: {trainer.native_kernel_error}", file=sys.stderr)
+  if kernels is not None and trainer.kernels is not None:
+    trainer.kernels = kernels  # Read when the step is first traced, below.
   if jit_compile:
     trainer._replica_gradients = tf.function(  # pylint: disable=protected-access
         trainer._replica_gradients, jit_compile=True)  # pylint: disable=protected-access

@@ -1,7 +1,7 @@
 r"""The training step with TF's ops and with the compiled kernels, in alternation.
 
   python benchmarks/native_step.py [--sprites 3] [--precision float32] [--rounds 12]
-                                   [--kernel_march native]
+                                   [--kernel_march native] [--baseline tf_ops]
 
 Builds the full training step (forward, backward, Adam) twice, exactly as `benchmark.py`
 times it (`benchmark.training_steps`: the default model, batch 64, N = sprites + 2, one
@@ -10,12 +10,15 @@ cached batch): with TF's ops only (`train.py --nonative_kernels`), and with the 
 bilinear upsampling and the softmax pooling both ways). After warm-up it times 10 steps of each in turn,
 `--rounds` times, so that both see the same machine (this project's VM drifts by 10-20%
 within minutes), and prints each round, the medians, their ratio and the rounds the
-kernels won. `--kernel_march` builds the kernels for another instruction set (as
+kernels won. `--baseline=onednn_filter_grads` compares the compiled kernels with and
+without the convolutions' filter gradients (`conv.Conv2D`; taken only where oneDNN runs
+AVX2), instead of against TF's ops. `--kernel_march` builds the kernels for another instruction set (as
 `benchmark.py`'s flag). Each kernel is tested to be the same function as TF's ops
 (tests/test_native_ops.py). A measuring tool only; the test suite does not run it.
 """
 
 import argparse
+import dataclasses
 import os
 import statistics
 import sys
@@ -33,6 +36,9 @@ def main():
   parser.add_argument("--rounds", type=int, default=12)
   parser.add_argument("--kernel_march", default=native_ops.NATIVE,
                       help="the compiled kernels' instruction set (benchmark.py's flag)")
+  parser.add_argument("--baseline", default="tf_ops", choices=["tf_ops", "onednn_filter_grads"],
+                      help="what the compiled kernels are timed against: TF's ops, or the "
+                      "compiled kernels with oneDNN's filter gradients")
   args = parser.parse_args()
   if args.sprites < 1 or args.rounds < 1:
     parser.error("--sprites and --rounds must be >= 1")
@@ -40,10 +46,18 @@ def main():
   if error:
     parser.error(error)
   sizes = benchmark.Sizes(quick=False)
-  variants = {"TF's ops": False, "compiled kernels": True}
-  steps = {name: benchmark.training_steps(args.sprites, args.precision, sizes,
-                                          native_kernels=native)
-           for name, native in variants.items()}
+  if args.baseline == "tf_ops":
+    baseline, settings = "TF's ops", dict(native_kernels=False)
+  else:
+    kernels = native_ops.load()
+    if not kernels.use_conv3x3_filter_grad:
+      parser.error("--baseline=onednn_filter_grads: the compiled kernels take no filter "
+                   "gradients here (oneDNN does not run AVX2: machine.onednn_runs_avx2)")
+    baseline = "oneDNN's filter gradients"
+    settings = dict(kernels=dataclasses.replace(kernels, use_conv3x3_filter_grad=False))
+  variants = {baseline: settings, "compiled kernels": {}}
+  steps = {name: benchmark.training_steps(args.sprites, args.precision, sizes, **variant)
+           for name, variant in variants.items()}
   rates = {name: [] for name in variants}
   for _ in range(sizes.warmup):
     for step in steps.values():
@@ -55,7 +69,7 @@ def main():
         f"{name} {rates[name][-1]:.1f}" for name in variants) + " img/s", flush=True)
   tf_rate, ours = (statistics.median(rates[name]) for name in variants)
   won = sum(a < b for a, b in zip(*rates.values()))
-  print(f"{args.sprites} sprites, {args.precision}: TF's ops {tf_rate:.1f} img/s, compiled "
+  print(f"{args.sprites} sprites, {args.precision}: {baseline} {tf_rate:.1f} img/s, compiled "
         f"kernels {ours:.1f} img/s ({ours / tf_rate:.3f}x; won {won} of {args.rounds} rounds)")
 
 
