@@ -11,13 +11,14 @@
 // took 6% of a step). dW is a matrix product with the B*H*W pixels as the summed
 // dimension, one per tap (kh, kw), each pixel's input row shifted by the tap. oneDNN's
 // AVX2 kernel for it ran at a third to a half of the matmul's rate on an AVX2-only CPU
-// (docs/throughput.md), so here it is computed directly: for each tap and each image row,
-// a register tile of 6 rows by 16 columns of dW is loaded, updated with one fused
-// multiply-add per pixel and element, and stored; the rows are those of the channel
-// dimension that is not a multiple of 8 (or the input's), the columns the other, 8 to a
-// vector. The operand rows of one image row (a few KB) stay in the L1 cache across the
-// tiles. Each thread sums its share of the images into its own dW; the shares are added in
-// a fixed order, so the result does not depend on how the threads were scheduled.
+// (docs/throughput.md), so here it is computed directly: for each tap and each pass over
+// about 64 pixels (one image row, or several of a narrow image), a register tile of 6 rows
+// by 16 columns of dW is summed from zero, one fused multiply-add per pixel and element,
+// and added to the image's dW. The columns are the output channels where they are a
+// multiple of 8, else the input channels, 8 to a vector; the rows are the other channels.
+// A pass's operands (a few KB) stay in the L1 cache across the tiles. Each thread sums its
+// share of the images, image by image, into its own dW; the shares are added in a fixed
+// order, so the result does not depend on how the threads were scheduled.
 
 #include <algorithm>
 #include <cstdint>
