@@ -133,8 +133,9 @@ flags.DEFINE_enum("precision", _TRAIN_DEFAULTS.precision, config_lib.PRECISIONS,
                   "bfloat16 (fast only on CPUs with avx512_bf16/amx_bf16, or GPUs). May "
                   "change when a run resumes.")
 flags.DEFINE_boolean("native_kernels", True,
-                     "Without GPUs: run the bf16 ELU gradient, the bilinear upsampling and "
-                     "the softmax pooling with kernels compiled for this CPU on first use "
+                     "Without GPUs: run the bf16 ELU gradient, the bilinear upsampling, "
+                     "the softmax pooling and, where oneDNN runs AVX2, the convolutions' "
+                     "filter gradients with kernels compiled for this CPU on first use "
                      "(a C++ compiler is needed; cached in ~/.cache/mvae_tf), the same "
                      "functions as TF's ops and faster (README, \"Throughput\"). "
                      "--nonative_kernels uses TF's.")
