@@ -63,9 +63,9 @@ class ObjectNetwork(keras.layers.Layer):
     self.reshape = keras.layers.Reshape(G_RESHAPE, name="reshape", dtype=policy)
     self.upsample = upsampling.BilinearUpsample2x(name="upsample", dtype=policy)
     self.conv1 = conv.Conv2D(width * G_FILTERS[0], 3, padding="same",
-                                     activation=activations.elu, name="conv1", dtype=policy)
+                             activation=activations.elu, name="conv1", dtype=policy)
     self.conv2 = conv.Conv2D(width * G_FILTERS[1], 3, padding="same",
-                                     activation=activations.elu, name="conv2", dtype=policy)
+                             activation=activations.elu, name="conv2", dtype=policy)
 
   @property
   def dense(self):
@@ -193,10 +193,10 @@ class Renderer(keras.layers.Layer):
     super().__init__(**kwargs)
     policy = self.dtype_policy
     self.conv1 = conv.Conv2D(width * H_FILTERS[0], 3, padding="same",
-                                     activation=activations.elu, name="conv1", dtype=policy)
+                             activation=activations.elu, name="conv1", dtype=policy)
     self.upsample = upsampling.BilinearUpsample2x(name="upsample", dtype=policy)
     self.conv2 = conv.Conv2D(width * H_FILTERS[1], 3, padding="same",
-                                     activation=activations.elu, name="conv2", dtype=policy)
+                             activation=activations.elu, name="conv2", dtype=policy)
     self.logits = conv.Conv2D(3, 3, padding="same", name="conv3", dtype=policy)
 
   def build(self, input_shape):

@@ -137,8 +137,8 @@ class CandidateEncoder(keras.layers.Layer):
     trunk = []
     for i, filters in enumerate(TRUNK_FILTERS):
       trunk.append(conv.Conv2D(filters, 3, padding="same",
-                                       activation=activations.elu, name=f"conv{i + 1}",
-                                       dtype=policy))
+                               activation=activations.elu, name=f"conv{i + 1}",
+                               dtype=policy))
       if i < num_pooling:
         trunk.append(keras.layers.MaxPooling2D(2, name=f"pool{i + 1}", dtype=policy))
     for layer in trunk:
@@ -146,7 +146,7 @@ class CandidateEncoder(keras.layers.Layer):
     self._trunk_names = tuple(layer.name for layer in trunk)
     self.add_coords = AddCoords(name="add_coords", dtype=policy)
     self.head = conv.Conv2D(HEAD_FILTERS, head_kernel, padding="same",
-                                    activation=activations.elu, name="conv5", dtype=policy)
+                            activation=activations.elu, name="conv5", dtype=policy)
     self.params = conv.Conv2D(2 * latent_dim, 1, name="conv6", dtype=policy)
 
   @property
