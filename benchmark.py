@@ -347,11 +347,7 @@ def native_kernels_note(facts, march=native_ops.NATIVE):
   error = load_kernels(march)
   if error:
     return f"not used: {error}"
-  built_for = ("compiled for this CPU" if march == native_ops.NATIVE
-               else f"compiled for -march={march}")
-  if native_ops.load().use_conv3x3_filter_grad:
-    built_for += ", the convolutions' filter gradients among them (oneDNN runs AVX2 here)"
-  return built_for
+  return native_ops.load().description
 
 
 def print_machine_and_kernels(march):

@@ -19,7 +19,7 @@ TF's ops:
   [B, N, 32, 32, C] and, in bf16, casts to float32 and back. Used by `decoder.aggregate`.
 * `MvaeConv3x3FilterGrad` (`conv_filter_grad.cc`), the filter gradient of a 3x3 "same"
   convolution in float32, as register tiles of fused multiply-adds over each image row,
-  where oneDNN's AVX2 kernel ran at a third to a half of the matmul's rate on an
+  where oneDNN's AVX2 kernel ran at 0.14-0.62 of the matmul's rate on an
   AVX2-only CPU. Used by `conv.Conv2D` where oneDNN runs AVX2 kernels.
 
 Scope. `Kernels` holds the loaded ops. Within `training_kernels(kernels)` (the training
@@ -173,13 +173,14 @@ class Kernels:
     softmax_pool: objects [B, N, ..., C] -> (pooled [B, ..., C], weights [B, N, ..., 1]
       float32): `decoder._softmax_pool` and its softmax weights, to float32's rounding.
     softmax_pool_grad: (objects, weights, dL/dpooled) -> dL/dobjects, its gradient.
-    conv3x3_filter_grad: (inputs [B, H, W, I], gradients [B, H, W, O]) -> [3, 3, I, O],
-      float32, I or O a multiple of 8: `tf.raw_ops.Conv2DBackpropFilter` of a 3x3
-      convolution, stride 1, "SAME" padding, to float32's rounding (summed in another order).
+    conv3x3_filter_grad: (inputs [B, H, W, I], gradients [B, H, W, O]) -> (filter
+      gradient [3, 3, I, O], bias gradient [O]), float32, I or O a multiple of 8:
+      `tf.raw_ops.Conv2DBackpropFilter` of a 3x3 convolution, stride 1, "SAME" padding, and
+      the sum of the gradients over pixels, to float32's rounding (summed in another order).
     use_conv3x3_filter_grad: whether the model's convolutions take it in training
       (`conv.Conv2D`): where oneDNN runs its AVX2 kernels (`machine.onednn_runs_avx2`),
-      whose filter gradients it beat 1.4-2.3x; oneDNN's AVX-512 ones ran at 0.8-1.1 of the
-      matmul and are kept (docs/throughput.md).
+      whose filter gradients it beat 1.46x over the step's shapes; oneDNN's AVX-512 ones ran
+      at 0.8-1.1 of the matmul and are kept (docs/throughput.md).
     march: the instruction set they were compiled for (`build`'s).
   """
   elu_grad: Callable
@@ -190,6 +191,16 @@ class Kernels:
   conv3x3_filter_grad: Callable
   use_conv3x3_filter_grad: bool = False
   march: str = NATIVE
+
+  @property
+  def description(self):
+    """What the training step runs of them, in words (train.py's start line, the
+    benchmark's table)."""
+    built_for = ("compiled for this CPU" if self.march == NATIVE
+                 else f"compiled for -march={self.march}")
+    if self.use_conv3x3_filter_grad:
+      built_for += ", the convolutions' filter gradients among them (oneDNN runs AVX2 here)"
+    return built_for
 
 
 def load(cache_dir=None, compiler="c++", march=NATIVE):

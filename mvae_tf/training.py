@@ -323,15 +323,6 @@ class LoopOptions:
   max_checkpoints: int = 3
 
 
-
-def _kernels_note(kernels):
-  """The start line's words on the compiled kernels (`native_ops.Kernels` or None)."""
-  if kernels is None:
-    return ""
-  if kernels.use_conv3x3_filter_grad:
-    return ", kernels compiled for this CPU (the filter gradients too: oneDNN runs AVX2 here)"
-  return ", kernels compiled for this CPU"
-
 def train(model_config, train_config, model_dir, strategy=None, options=LoopOptions(),
           log=print, dataset_transform=None, restore_from=None, init_from=None,
           native_kernels=True):
@@ -498,7 +489,7 @@ def _train_loop(trainer, saver, options, log, dataset_transform, restore_from,
   log(f"Training {model_config.model} on {strategy.num_replicas_in_sync} replica(s)"
       f"{distribution.cpu_threads_note(strategy)} from step {start_step} to {total}: global batch "
       f"{train_config.batch_size}, {train_config.precision}"
-      f"{_kernels_note(trainer.kernels)}.")
+      f"{', kernels ' + trainer.kernels.description if trainer.kernels else ''}.")
   step = start_step
   since_summary, since_log = [], []  # Each step's metrics since the last summary / log.
   last_log = last_ckpt = time.time()

@@ -2,6 +2,7 @@
 
 The upsampling kernels' equivalence with TF's resize is in tests/test_upsampling.py."""
 
+import dataclasses
 import os
 import platform
 import re
@@ -193,3 +194,16 @@ def test_the_cpu_identity_tells_cpus_apart_by_model_and_flags(tmp_path):
   assert base == "AMD EPYC|AuthenticAMD|25|17||avx2 avx512f fpu"
   assert identity(17, "avx512f fpu avx2") == base  # The flags' order does not matter.
   assert identity(17, "fpu avx2") != base and identity(1, "fpu avx2 avx512f") != base
+
+
+def test_the_kernels_say_what_the_step_runs_of_them():
+  # train.py's start line and the benchmark's table read it.
+  kernels = native_ops.Kernels(**{field.name: None for field in
+                                  dataclasses.fields(native_ops.Kernels)})
+  native = dataclasses.replace(kernels, use_conv3x3_filter_grad=False, march="native")
+  assert native.description == "compiled for this CPU"
+  assert dataclasses.replace(native, use_conv3x3_filter_grad=True).description == (
+      "compiled for this CPU, the convolutions' filter gradients among them (oneDNN runs "
+      "AVX2 here)")
+  assert dataclasses.replace(native, march="x86-64-v3").description == (
+      "compiled for -march=x86-64-v3")

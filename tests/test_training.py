@@ -9,7 +9,7 @@ import numpy as np
 import tensorflow as tf
 import pytest
 
-from mvae_tf import checkpoints, config, native_ops, run_dir, training, training_data
+from mvae_tf import checkpoints, config, run_dir, training, training_data
 from strategies import strategy as _strategy
 
 # Tiny distinct sizes: 2 sprites, N = 3 objects, D = 5, batch 4 (2 per replica).
@@ -786,15 +786,3 @@ def test_softmax_is_the_mvaes_default_pooling_and_a_max_pooling_run_resumes_only
   run_dir.check_model_dir(str(tmp_path), paper, _train_config())
   with pytest.raises(config.ConfigError, match=r"model\.aggregation: 'max' -> 'softmax'"):
     run_dir.check_model_dir(str(tmp_path), MODEL, _train_config())
-
-
-def test_the_start_line_says_which_kernels_the_step_runs():
-  kernels = native_ops.Kernels(**{field.name: None for field in
-                                  dataclasses.fields(native_ops.Kernels)})
-  assert training._kernels_note(None) == ""  # pylint: disable=protected-access
-  assert training._kernels_note(  # pylint: disable=protected-access
-      dataclasses.replace(kernels, use_conv3x3_filter_grad=False)) == (
-          ", kernels compiled for this CPU")
-  assert training._kernels_note(  # pylint: disable=protected-access
-      dataclasses.replace(kernels, use_conv3x3_filter_grad=True)) == (
-          ", kernels compiled for this CPU (the filter gradients too: oneDNN runs AVX2 here)")
