@@ -23,11 +23,14 @@ def _tfs_gradients(x, dy):
 
 
 # (batch, height, width, in_channels, out_channels): vectors over the output channels (8k)
-# or, where those are not 8k, over the input channels; channel counts that leave partial
-# register tiles (6 rows, 16 columns); images narrower than a pass (several rows per pass),
-# wider than one (one row), a single pixel and a single row; an odd batch over two threads.
+# or, where those are not 8k, over the input channels; channel counts that leave uneven
+# register tiles (at most 6 rows by 2 vectors), and that take the tiles of 4 rows by 3
+# vectors (4 output channels) and 3 by 4 (1 input channel); images narrower than a pass
+# (several rows per pass), wider than one (one row), a single pixel, a single row and a
+# single column; an odd batch over two threads.
 _SHAPES = [(3, 5, 7, 13, 8), (2, 6, 4, 8, 3), (3, 4, 9, 3, 24), (1, 1, 1, 16, 16),
-           (2, 1, 70, 8, 40), (5, 9, 11, 66, 64), (4, 17, 3, 16, 5)]
+           (2, 1, 70, 8, 40), (5, 9, 11, 66, 64), (4, 17, 3, 16, 5), (2, 5, 6, 8, 4),
+           (2, 3, 5, 1, 32), (3, 6, 1, 8, 16)]
 
 
 @needs_compiler
