@@ -18,9 +18,10 @@ TF's ops:
   takes a slice, a softmax over a middle axis, a dozen elementwise ops over
   [B, N, 32, 32, C] and, in bf16, casts to float32 and back. Used by `decoder.aggregate`.
 * `MvaeConv3x3FilterGrad` (`conv_filter_grad.cc`), the filter gradient of a 3x3 "same"
-  convolution in float32, as register tiles of fused multiply-adds over each image row,
-  where oneDNN's AVX2 kernel ran at 0.14-0.62 of the matmul's rate on an
-  AVX2-only CPU. Used by `conv.Conv2D` where oneDNN runs AVX2 kernels.
+  convolution in float32, as register tiles of fused multiply-adds over an image row at a
+  time, the three taps of a filter row at once, where oneDNN's AVX2 kernel ran at
+  0.14-0.62 of the matmul's rate on an AVX2-only CPU. Used by `conv.Conv2D` where oneDNN
+  runs AVX2 kernels.
 
 Scope. `Kernels` holds the loaded ops. Within `training_kernels(kernels)` (the training
 step opens it, `training.Trainer`), `activations.elu`, `upsampling.bilinear_upsample_2x`,
@@ -179,7 +180,7 @@ class Kernels:
       the sum of the gradients over pixels, to float32's rounding (summed in another order).
     use_conv3x3_filter_grad: whether the model's convolutions take it in training
       (`conv.Conv2D`): where oneDNN runs its AVX2 kernels (`machine.onednn_runs_avx2`),
-      whose filter gradients it beat 1.46x over the step's shapes; oneDNN's AVX-512 ones ran
+      whose filter gradients it beat 1.33-1.48x over the step's shapes; oneDNN's AVX-512 ones ran
       at 0.8-1.1 of the matmul and are kept (docs/throughput.md).
     march: the instruction set they were compiled for (`build`'s).
   """
