@@ -13,16 +13,16 @@
 // AVX2 kernel for it ran at 0.14-0.62 of the matmul's rate on an AVX2-only CPU
 // (docs/throughput.md), so here it is computed directly. For one kh, the three taps kw of
 // an output pixel p read input pixels p - 1, p and p + 1: 3 * I consecutive floats, whose
-// terms are 3 * I consecutive rows of dW [3, 3, I, O]. So for each kh and each pass over about 64
-// pixels (one image row, or several of a narrow image; the pixels whose taps all lie in
-// the image), register tiles of dW, 6 rows by 16 columns where the rows are that many, are
-// summed from zero, one fused multiply-add per pixel and element, and added to the image's
-// dW; the first and last columns of the image, which lack a tap, take one pass each over
-// the image's rows. The columns are the output channels where they are a multiple of 8,
-// else the input channels with their taps, 8 to a vector; the rows are the others. A
-// pass's operands (a few KB) stay in the L1 cache across the tiles. Each thread sums its
-// share of the images, image by image, into its own dW; the shares are added in a fixed
-// order, so the result does not depend on how the threads were scheduled.
+// terms are 3 * I consecutive rows of dW [3, 3, I, O]. So for each kh and each pass over
+// about 64 pixels (one image row, or several of a narrow image; the pixels whose taps all
+// lie in the image), register tiles of dW, 6 rows by 16 columns where the rows are that
+// many, are summed from zero, one fused multiply-add per pixel and element, and added to
+// the image's dW; the first and last columns of the image, which lack a tap, take one pass
+// each over the image's rows. The columns are the output channels where they are a
+// multiple of 8, else the input channels with their taps, 8 to a vector; the rows are the
+// others. A pass's operands (a few KB) stay in the L1 cache across the tiles. Each thread
+// sums its share of the images, image by image, into its own dW; the shares are added in
+// a fixed order, so the result does not depend on how the threads were scheduled.
 
 #include <algorithm>
 #include <cstdint>
