@@ -180,7 +180,7 @@ class Kernels:
       the sum of the gradients over pixels, to float32's rounding (summed in another order).
     use_conv3x3_filter_grad: whether the model's convolutions take it in training
       (`conv.Conv2D`): where oneDNN runs its AVX2 kernels (`machine.onednn_runs_avx2`),
-      whose filter gradients it beat 1.33-1.48x over the step's shapes; oneDNN's AVX-512
+      whose filter gradients it beat 1.33-1.72x over the step's shapes; oneDNN's AVX-512
       ones ran at 0.8-1.1 of the matmul and are kept (docs/throughput.md).
     march: the instruction set they were compiled for (`build`'s).
   """
