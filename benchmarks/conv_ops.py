@@ -88,7 +88,7 @@ def main():
   if min(args.sprites, args.repeats, args.iterations) < 1:
     parser.error("--sprites, --repeats and --iterations must be >= 1")
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from mvae_tf import flops, machine  # pylint: disable=g-import-not-at-top
+  from mvae_tf import conv, flops, machine  # pylint: disable=g-import-not-at-top
   print(machine.describe({**machine.cpu_facts(), **machine.tensorflow_facts()}), flush=True)
   dtype = tf.bfloat16 if args.precision == "mixed_bfloat16" else tf.float32
   filter_grad = compiled_filter_grad(dtype) if args.compiled else None
@@ -115,9 +115,9 @@ def main():
         "input gradient": lambda x_shape=x_shape, w=w, dy=dy: tf.raw_ops.Conv2DBackpropInput(
             input_sizes=x_shape, filter=w, out_backprop=dy, strides=strides, padding="SAME"),
     }
-    compiled = (filter_grad is not None and w_shape[:2] == [3, 3]
-                and (w_shape[2] % 8 == 0 or w_shape[3] % 8 == 0))
-    if compiled:
+    # The model's convolutions are all stride 1, "same"; conv.Conv2D's other conditions.
+    if (filter_grad is not None and w_shape[:2] == [3, 3]
+        and conv.kernel_takes_channels(w_shape[2], w_shape[3])):
       ops["compiled filter gradient"] = lambda x=x, dy=dy: filter_grad(x, dy)[0]
     # x_shape[0] is g's B * N objects, where the others have the batch.
     work = x_shape[0] * flops.conv2d_flops(x_shape[1], x_shape[2], w_shape[0], w_shape[1],

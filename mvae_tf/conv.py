@@ -15,9 +15,8 @@ convolution time on an AVX2-only AMD EPYC, and the compiled `MvaeConv3x3FilterGr
 `Conv2D` takes it for dL/dW and dL/db (which oneDNN fuses into its filter gradient, and
 TF's Eigen would compute slowly alone) of its float32 3x3 "same" convolutions, through
 `tf.custom_gradient`; the forward ops (which oneDNN still fuses with the ELU) and dL/dx stay
-TF's. Everywhere else, export and evaluation
-above all, and in bfloat16, `Conv2D` is Keras's own. The weights and checkpoints are
-Keras's either way.
+TF's. Everywhere else, export and evaluation above all, and in bfloat16, `Conv2D` is
+Keras's own. The weights and checkpoints are Keras's either way.
 """
 
 import keras
@@ -26,6 +25,12 @@ import tensorflow as tf
 from mvae_tf import native_ops
 
 _LANES = 8  # The kernel vectorises one channel dimension 8 floats at a time.
+
+
+def kernel_takes_channels(in_channels, out_channels):
+  """Whether the compiled filter gradient takes a convolution of these channel counts: it
+  vectorises the input or the output channels, so one of them must be a multiple of 8."""
+  return in_channels % _LANES == 0 or out_channels % _LANES == 0
 
 
 @keras.saving.register_keras_serializable(package="mvae_tf")
@@ -55,7 +60,7 @@ class Conv2D(keras.layers.Conv2D):
             and self.data_format == "channels_last" and self.groups == 1
             and not self.lora_enabled and inputs.shape.rank == 4
             and inputs.shape[-1] is not None
-            and (inputs.shape[-1] % _LANES == 0 or self.filters % _LANES == 0))
+            and kernel_takes_channels(inputs.shape[-1], self.filters))
 
 
 def conv3x3_same(inputs, kernel, bias, filter_grad):

@@ -27,10 +27,9 @@ Scope. `Kernels` holds the loaded ops. Within `training_kernels(kernels)` (the t
 step opens it, `training.Trainer`), `activations.elu`, `upsampling.bilinear_upsample_2x`,
 `decoder.aggregate` and `conv.Conv2D` trace them, through `tf.custom_gradient`; everything
 else, export above all, traces TF's ops alone, so a SavedModel needs nothing of this
-module. The scope
-is a `contextvars.ContextVar`, read when a function is traced: the training step opens it
-inside each replica's function, since MirroredStrategy traces replicas in threads of their
-own.
+module. The scope is a `contextvars.ContextVar`, read when a function is traced: the
+training step opens it inside each replica's function, since MirroredStrategy traces
+replicas in threads of their own.
 
 Building. `build` compiles the sources with the C++ compiler against the installed TF's
 headers and library (`tf.sysconfig`), 24 s on the AMD EPYC of README's "Throughput", into

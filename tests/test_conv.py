@@ -122,6 +122,12 @@ def test_conv2d_with_the_compiled_filter_gradient_has_keras_gradients(in_channel
   np.testing.assert_array_equal(ours, keras.layers.Conv2D.call(layer, x))
 
 
+@pytest.mark.parametrize("in_channels,out_channels,takes", [
+    (8, 3, True), (3, 32, True), (16, 16, True), (66, 64, True), (5, 3, False), (12, 4, False)])
+def test_the_kernel_takes_8k_channels_one_way(in_channels, out_channels, takes):
+  assert conv.kernel_takes_channels(in_channels, out_channels) == takes
+
+
 @needs_compiler
 @pytest.mark.parametrize("settings,in_channels", [
     (dict(kernel_size=1), 8), (dict(kernel_size=3, strides=2), 8),
