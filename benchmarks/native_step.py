@@ -67,10 +67,10 @@ def main():
       rates[name].append(benchmark.throughput(step, sizes.steps * sizes.batch))
     print(f"round {round_index + 1}: " + ", ".join(
         f"{name} {rates[name][-1]:.1f}" for name in variants) + " img/s", flush=True)
-  tf_rate, ours = (statistics.median(rates[name]) for name in variants)
+  base_rate, ours = (statistics.median(rates[name]) for name in variants)
   won = sum(a < b for a, b in zip(*rates.values()))
-  print(f"{args.sprites} sprites, {args.precision}: {baseline} {tf_rate:.1f} img/s, compiled "
-        f"kernels {ours:.1f} img/s ({ours / tf_rate:.3f}x; won {won} of {args.rounds} rounds)")
+  print(f"{args.sprites} sprites, {args.precision}: {baseline} {base_rate:.1f} img/s, compiled "
+        f"kernels {ours:.1f} img/s ({ours / base_rate:.3f}x; won {won} of {args.rounds} rounds)")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ for y = conv(x, W) + b (3x3, stride 1, "same" padding), the gradients
   dL/db[o] = sum_{b, y, x} dL/dy[b, y, x, o].
 
 Where oneDNN runs its AVX2 kernels (CPUs without AVX-512; `machine.onednn_runs_avx2`), its
-filter gradients ran at 0.14-0.62 of the fp32 matmul's rate, 49% of a training step's
+filter gradients ran at 0.14-0.82 of the fp32 matmul's rate, 49% of a training step's
 convolution time on an AVX2-only AMD EPYC, and the compiled `MvaeConv3x3FilterGrad`
 (`native_ops`) 1.33-1.72x faster over the step's shapes (docs/throughput.md). Within
 `native_ops.training_kernels`, with kernels whose `use_conv3x3_filter_grad` is set,

@@ -70,7 +70,7 @@ def onednn_runs_avx2(path="/proc/cpuinfo", environ=None):
   """Whether oneDNN runs its AVX2 kernels here, with FMA: an x86 CPU with AVX2 and FMA and
   either no AVX-512 or `ONEDNN_MAX_CPU_ISA` in `environ` (default `os.environ`) naming an
   instruction set below it (the AVX2 emulation of docs/throughput.md). There its
-  convolutions' filter gradients ran at 0.14-0.62 of the matmul's rate
+  convolutions' filter gradients ran at 0.14-0.82 of the matmul's rate
   (`native_ops`, `conv`)."""
   environ = os.environ if environ is None else environ
   flags = _cpuinfo(path).get("flags", set())

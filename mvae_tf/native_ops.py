@@ -20,7 +20,7 @@ TF's ops:
 * `MvaeConv3x3FilterGrad` (`conv_filter_grad.cc`), the filter gradient of a 3x3 "same"
   convolution in float32, as register tiles of fused multiply-adds over an image row at a
   time, the three taps of a filter row at once, where oneDNN's AVX2 kernel ran at
-  0.14-0.62 of the matmul's rate on an AVX2-only CPU. Used by `conv.Conv2D` where oneDNN
+  0.14-0.82 of the matmul's rate on an AVX2-only CPU. Used by `conv.Conv2D` where oneDNN
   runs AVX2 kernels.
 
 Scope. `Kernels` holds the loaded ops. Within `training_kernels(kernels)` (the training
