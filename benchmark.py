@@ -9,11 +9,14 @@ figure the median of several repeats:
     machine's practical FLOP rate;
   * the full training step (forward, backward, Adam) at 3 and 8 sprites (N = sprites + 2),
     batch 64, on one cached batch so that the step alone is timed, in fp32 and, where offered,
-    mixed_bfloat16: images/s, GFLOP/s from the analytic count (mvae_tf/flops.py) and that rate
-    as a fraction of the same run's fp32 matmul; without GPUs, also the same step with the
-    CPU split into --cpu_replicas replicas (train.py --num_cpu_devices), timed in a child
-    process (TF fixes its threads when it starts), its repeats alternated with the one-replica
-    step's so that both see the same machine;
+    mixed_bfloat16 (and its ratio to fp32): images/s, GFLOP/s from the analytic count
+    (mvae_tf/flops.py) and that rate as a fraction of the fp32 matmul timed in turns with
+    it; without GPUs, also the same step with the CPU split into --cpu_replicas replicas
+    (train.py --num_cpu_devices), timed in a child process (TF fixes its threads when it
+    starts); and, at the first sprite count, the fp32 step without its NaN/Inf check. At each
+    sprite count all of these are timed in turns, repeat by repeat, so that every ratio
+    compares figures of the same minutes (this VM's speed moved by up to 30% within a
+    session);
   * the input pipeline's images/s and its ratio to the fastest training figure (it must stay
     >= 10 so that data never holds training back);
   * serving: `encode` and `decode` through a freshly exported SavedModel loaded with
@@ -89,12 +92,18 @@ def _median_rate(fn, work, repeats, warmup):
   return float(np.median([throughput(fn, work) for _ in range(repeats)]))
 
 
-def matmul_gflops(dtype, size, repeats):
-  """GFLOP/s of a [size, size] x [size, size] matmul in `dtype`."""
+def matmul_call(dtype, size):
+  """A function running one [size, size] x [size, size] matmul in `dtype`, and its GFLOP."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   a = tf.cast(tf.random.stateless_normal([size, size], seed=[1, 2]), dtype)
   matmul = tf.function(lambda x: tf.matmul(x, x))
-  return _median_rate(lambda: matmul(a).numpy(), 2 * size**3 / 1e9, repeats, warmup=2)
+  return (lambda: matmul(a).numpy()), 2 * size**3 / 1e9
+
+
+def matmul_gflops(dtype, size, repeats):
+  """GFLOP/s of a [size, size] x [size, size] matmul in `dtype`."""
+  call, gflop = matmul_call(dtype, size)
+  return _median_rate(call, gflop, repeats, warmup=2)
 
 
 def training_steps(num_sprites, precision, sizes, check_finite=True, jit_compile=False,
@@ -172,27 +181,32 @@ def replica_worker(replicas, quick, kernel_march=native_ops.NATIVE):
   `make_strategy` splits the CPU and its threads (`distribution.cpu_threads`), which TF fixes
   when it starts, so this runs in a process of its own (`ReplicaWorker`). It reads lines
   from stdin: "build SPRITES PRECISION SETTINGS" builds that step (as `training_steps`, with
-  the JSON object SETTINGS as its model settings) and warms it up, answering "ready"; "time"
-  answers the images/s of `sizes.steps` steps. Answers start with `_ANSWER`, so that
-  anything else a library prints to stdout cannot be taken for one.
+  the JSON object SETTINGS as its model settings) and warms it up, answering "ready"; it
+  keeps the steps built for the same SPRITES, in one precision each. "time" answers the
+  images/s of `sizes.steps` steps of the step last built, "time PRECISION" of that
+  precision's. Answers start with `_ANSWER`, so that anything else a library prints to
+  stdout cannot be taken for one.
   """
   import json  # pylint: disable=g-import-not-at-top
   from mvae_tf import distribution  # pylint: disable=g-import-not-at-top
   strategy = distribution.make_strategy(num_cpu_devices=replicas)
   load_kernels(kernel_march)  # A failure is the Trainer's to report.
-  sizes, steps = Sizes(quick), None
+  sizes, steps, sprites, last = Sizes(quick), {}, None, None
   answer = lambda text: print(f"{_ANSWER}{text}", flush=True)
   answer("started")
   for line in sys.stdin:
     command, *args = line.split(maxsplit=3)
     if command == "build":
-      steps = training_steps(int(args[0]), args[1], sizes, strategy=strategy,
-                             **json.loads(args[2]))
+      if args[0] != sprites:
+        sprites, steps = args[0], {}
+      last = args[1]
+      steps[last] = training_steps(int(args[0]), args[1], sizes, strategy=strategy,
+                                   **json.loads(args[2]))
       for _ in range(sizes.warmup):
-        steps()
+        steps[last]()
       answer("ready")
     else:
-      answer(throughput(steps, sizes.steps * sizes.batch))
+      answer(throughput(steps[args[0] if args else last], sizes.steps * sizes.batch))
 
 
 class ReplicaWorker:
@@ -229,14 +243,18 @@ class ReplicaWorker:
       raise self._failed(answer)
 
   def build(self, num_sprites, precision, **model_settings):
-    """Builds and warms up the step of `num_sprites` in `precision` (`training_steps`)."""
+    """Builds and warms up the step of `num_sprites` in `precision` (`training_steps`); the
+    worker keeps it beside the other precisions' of the same `num_sprites`. Returns the
+    `rate` key that times it."""
     import json  # pylint: disable=g-import-not-at-top
     self._expect("ready", self._ask(
         f"build {num_sprites} {precision} {json.dumps(model_settings)}"))
+    return precision
 
-  def rate(self):
-    """Images/s of one timed repeat of the step last built."""
-    answer = self._ask("time")
+  def rate(self, key=None):
+    """Images/s of one timed repeat of the step `build` returned `key` for (None: the
+    step last built)."""
+    answer = self._ask("time" if key is None else f"time {key}")
     try:
       return float(answer)
     except ValueError:
@@ -376,7 +394,9 @@ def run(sizes, sprite_counts, log):
   results = {"machine": facts, "batch_size": sizes.batch, "quick": FLAGS.quick,
              "native_kernels": native_kernels_note(facts, FLAGS.kernel_march)}
 
-  results["matmul_gflops"] = {"fp32": matmul_gflops(tf.float32, sizes.matmul, sizes.repeats)}
+  matmul, matmul_gflop = matmul_call(tf.float32, sizes.matmul)
+  results["matmul_gflops"] = {"fp32": _median_rate(matmul, matmul_gflop, sizes.repeats,
+                                                   warmup=2)}
   if "mixed_bfloat16" in precisions:
     results["matmul_gflops"]["bfloat16"] = matmul_gflops(tf.bfloat16, sizes.matmul,
                                                          sizes.repeats)
@@ -386,46 +406,61 @@ def run(sizes, sprite_counts, log):
   split = None
   if FLAGS.cpu_replicas > 1 and not facts["gpus"] and sizes.batch % FLAGS.cpu_replicas == 0:
     split = ReplicaWorker(FLAGS.cpu_replicas, FLAGS.quick, FLAGS.kernel_march)
+  images = sizes.steps * sizes.batch
   for num_sprites in sprite_counts:
     per_image = flops.training_flops_per_image(config.ModelConfig(num_objects=num_sprites + 2))
     results["flops_per_image"][str(num_sprites)] = per_image
+    # Every ratio below is of figures timed in turns, repeat by repeat, so that each sees
+    # the same machine: this VM's speed moved by up to 30% within minutes. In turn: each
+    # precision's step; the fp32 matmul, the denominator of `fraction_of_matmul`; at the
+    # first sprite count, the fp32 step without the NaN/Inf check; and each precision's
+    # step on the split CPU, in the child process.
+    timed = {(precision, "step"): (training_steps(num_sprites, precision, sizes), images)
+             for precision in precisions}
+    timed[("float32", "matmul")] = (matmul, matmul_gflop)
+    if num_sprites == sprite_counts[0]:
+      timed[("float32", "unchecked")] = (
+          training_steps(num_sprites, "float32", sizes, check_finite=False), images)
+    for _ in range(sizes.warmup):
+      for function, _ in timed.values():
+        function()
+    split_keys = {precision: split.build(num_sprites, precision) for precision in precisions
+                  } if split else {}
+    rates = {name: [] for name in [*timed, *((p, "split") for p in split_keys)]}
+    for _ in range(sizes.repeats):
+      for name, (function, work) in timed.items():
+        rates[name].append(throughput(function, work))
+      for precision, key in split_keys.items():
+        rates[(precision, "split")].append(split.rate(key))
+    medians = {name: float(np.median(values)) for name, values in rates.items()}
     by_precision = results["train"][str(num_sprites)] = {}
     for precision in precisions:
-      steps = training_steps(num_sprites, precision, sizes)
-      if split:
-        split.build(num_sprites, precision)
-      for _ in range(sizes.warmup):
-        steps()
-      # The split CPU's repeats alternate with these, so both see the same machine.
-      rates, split_rates = [], []
-      for _ in range(sizes.repeats):
-        rates.append(throughput(steps, sizes.steps * sizes.batch))
-        if split:
-          split_rates.append(split.rate())
-      rate = float(np.median(rates))
+      rate = medians[(precision, "step")]
       gflops = rate * per_image / 1e9
       figures = by_precision[_PRECISION_KEYS[precision]] = {
           "images_per_sec": rate, "gflops": gflops,
-          "fraction_of_matmul": gflops / results["matmul_gflops"]["fp32"]}
+          "matmul_gflops": medians[("float32", "matmul")],
+          "fraction_of_matmul": gflops / medians[("float32", "matmul")]}
       log(f"train {num_sprites} sprites {precision}: {rate:.1f} img/s")
-      if split:
-        split_rate = float(np.median(split_rates))
+      if (precision, "split") in medians:
+        split_rate = medians[(precision, "split")]
         figures["cpu_replicas"] = {"replicas": split.replicas, "images_per_sec": split_rate,
                                    "speedup": split_rate / rate}
         log(f"train {num_sprites} sprites {precision} on {split.replicas} CPU replicas, "
-            f"alternated with the above: {split_rate:.1f} img/s")
+            f"in turns with the above: {split_rate:.1f} img/s")
+    if ("float32", "unchecked") in medians:  # What the per-step NaN/Inf check costs.
+      unchecked = medians[("float32", "unchecked")]
+      by_precision["fp32"]["unchecked_images_per_sec"] = unchecked
+      by_precision["fp32"]["nonfinite_check_cost"] = (
+          unchecked / by_precision["fp32"]["images_per_sec"] - 1)
+      log(f"train {num_sprites} sprites fp32 without the non-finite check: "
+          f"{unchecked:.1f} img/s")
     if {"fp32", "mixed_bfloat16"} <= set(by_precision):  # Issue 8's goal: bf16 at 2x fp32.
       by_precision["mixed_bfloat16"]["speedup_over_fp32"] = (
           by_precision["mixed_bfloat16"]["images_per_sec"]
           / by_precision["fp32"]["images_per_sec"])
   if split:
     split.close()
-  # What the per-step NaN/Inf check costs: the same step without it, timed right after.
-  sprites, figures = str(sprite_counts[0]), results["train"][str(sprite_counts[0])]["fp32"]
-  unchecked = training_rate(sprite_counts[0], "float32", sizes, check_finite=False)
-  figures["unchecked_images_per_sec"] = unchecked
-  figures["nonfinite_check_cost"] = unchecked / figures["images_per_sec"] - 1
-  log(f"train {sprites} sprites fp32 without the non-finite check: {unchecked:.1f} img/s")
 
   fastest = max(max(figures["images_per_sec"],
                     figures.get("cpu_replicas", {}).get("images_per_sec", 0))
@@ -447,17 +482,19 @@ def format_table(results):
   from mvae_tf import machine  # pylint: disable=g-import-not-at-top
   lines = [
       machine.describe(results["machine"]),
-      "matmul: " + ", ".join(f"{k} {v:.1f} GFLOP/s"
+      "matmul, timed first: " + ", ".join(f"{k} {v:.1f} GFLOP/s"
                              for k, v in results["matmul_gflops"].items()),
       f"training step, batch {results['batch_size']} (one cached batch; step only; "
-      f"kernels {results['native_kernels']}):",
-      f"  {'sprites':>7} {'precision':>15} {'img/s':>9} {'GFLOP/s':>9} {'of matmul':>9} "
-      f"{'GFLOP/img':>9} {'x fp32':>7}"]
+      f"kernels {results['native_kernels']}; the fp32 matmul's GFLOP/s timed in turns with "
+      "each sprite count's steps):",
+      f"  {'sprites':>7} {'precision':>15} {'img/s':>9} {'GFLOP/s':>9} {'matmul':>9} "
+      f"{'of matmul':>9} {'GFLOP/img':>9} {'x fp32':>7}"]
   for sprites, by_precision in results["train"].items():
     for precision, figures in by_precision.items():
       over_fp32 = figures.get("speedup_over_fp32")
       lines.append(f"  {sprites:>7} {precision:>15} {figures['images_per_sec']:9.1f} "
-                   f"{figures['gflops']:9.1f} {figures['fraction_of_matmul']:9.2f} "
+                   f"{figures['gflops']:9.1f} {figures['matmul_gflops']:9.1f} "
+                   f"{figures['fraction_of_matmul']:9.2f} "
                    f"{results['flops_per_image'][sprites] / 1e9:9.3f}"
                    + ("" if over_fp32 is None else f" {over_fp32:6.2f}x"))
   for sprites, by_precision in results["train"].items():

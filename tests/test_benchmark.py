@@ -41,11 +41,15 @@ def test_quick_benchmark_writes_every_key(tmp_path):
     assert set(figures["train"][sprites]) == precisions
     for precision in precisions:
       train = figures["train"][sprites][precision]
-      for key in ("images_per_sec", "gflops", "fraction_of_matmul"):
+      for key in ("images_per_sec", "gflops", "matmul_gflops", "fraction_of_matmul"):
         assert _positive(train[key]), (sprites, precision, key)
-      # GFLOP/s is the analytic count times the measured rate.
+      # GFLOP/s is the analytic count times the measured rate, and its fraction is of the
+      # fp32 matmul timed in turns with it (the same for both precisions of a sprite count).
       assert abs(train["gflops"] - train["images_per_sec"]
                  * figures["flops_per_image"][sprites] / 1e9) < 1e-6 * train["gflops"]
+      assert train["fraction_of_matmul"] == pytest.approx(
+          train["gflops"] / train["matmul_gflops"])
+      assert train["matmul_gflops"] == figures["train"][sprites]["fp32"]["matmul_gflops"]
       # Without GPUs the same step on the CPU split in two, timed in a child process
       # alternately with the one-replica step.
       split = train["cpu_replicas"]
@@ -57,8 +61,12 @@ def test_quick_benchmark_writes_every_key(tmp_path):
           by_precision["mixed_bfloat16"]["images_per_sec"]
           / by_precision["fp32"]["images_per_sec"])
       assert "speedup_over_fp32" not in by_precision["fp32"]
-  assert _positive(figures["train"]["3"]["fp32"]["unchecked_images_per_sec"])
-  assert "nonfinite_check_cost" in figures["train"]["3"]["fp32"]
+  # The step without its NaN/Inf check, timed in turns with the first sprite count's.
+  checked = figures["train"]["3"]["fp32"]
+  assert _positive(checked["unchecked_images_per_sec"])
+  assert checked["nonfinite_check_cost"] == pytest.approx(
+      checked["unchecked_images_per_sec"] / checked["images_per_sec"] - 1)
+  assert "unchecked_images_per_sec" not in figures["train"]["8"]["fp32"]
   assert _positive(figures["data"]["images_per_sec"])
   assert _positive(figures["data"]["ratio_to_training"])
   for name in ("encode", "decode"):
@@ -69,7 +77,7 @@ def test_quick_benchmark_writes_every_key(tmp_path):
   assert _positive(figures["peak_rss_mb"])
   assert "training step" in result.stdout and "of matmul" in result.stdout
   assert "x fp32" in result.stdout
-  assert bool(re.search(r"mixed_bfloat16( +[\d.]+){4} +[\d.]+x\n", result.stdout)) == bf16
+  assert bool(re.search(r"mixed_bfloat16( +[\d.]+){5} +[\d.]+x\n", result.stdout)) == bf16
   if shutil.which("c++"):
     filter_gradients = ", the convolutions' filter gradients among them (oneDNN runs AVX2 here)"
     assert figures["native_kernels"] == "compiled for this CPU" + (
