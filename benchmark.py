@@ -244,17 +244,15 @@ class ReplicaWorker:
 
   def build(self, num_sprites, precision, **model_settings):
     """Builds and warms up the step of `num_sprites` in `precision` (`training_steps`); the
-    worker keeps it beside the other precisions' of the same `num_sprites`. Returns the
-    `rate` key that times it."""
+    worker keeps it beside the other precisions' of the same `num_sprites`."""
     import json  # pylint: disable=g-import-not-at-top
     self._expect("ready", self._ask(
         f"build {num_sprites} {precision} {json.dumps(model_settings)}"))
-    return precision
 
-  def rate(self, key=None):
-    """Images/s of one timed repeat of the step `build` returned `key` for (None: the
-    step last built)."""
-    answer = self._ask("time" if key is None else f"time {key}")
+  def rate(self, precision=None):
+    """Images/s of one timed repeat of the step built in `precision` for the sprite count
+    last built (None: the step last built)."""
+    answer = self._ask("time" if precision is None else f"time {precision}")
     try:
       return float(answer)
     except ValueError:
@@ -424,14 +422,15 @@ def run(sizes, sprite_counts, log):
     for _ in range(sizes.warmup):
       for function, _ in timed.values():
         function()
-    split_keys = {precision: split.build(num_sprites, precision) for precision in precisions
-                  } if split else {}
-    rates = {name: [] for name in [*timed, *((p, "split") for p in split_keys)]}
+    split_precisions = precisions if split else []
+    for precision in split_precisions:
+      split.build(num_sprites, precision)
+    rates = {name: [] for name in [*timed, *((p, "split") for p in split_precisions)]}
     for _ in range(sizes.repeats):
       for name, (function, work) in timed.items():
         rates[name].append(throughput(function, work))
-      for precision, key in split_keys.items():
-        rates[(precision, "split")].append(split.rate(key))
+      for precision in split_precisions:
+        rates[(precision, "split")].append(split.rate(precision))
     medians = {name: float(np.median(values)) for name, values in rates.items()}
     by_precision = results["train"][str(num_sprites)] = {}
     for precision in precisions:
